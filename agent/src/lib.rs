@@ -1,0 +1,1 @@
+//! The Koupleless agent: an Arklet-compatible sidecar beside a Java base.
