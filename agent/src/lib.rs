@@ -1,3 +1,6 @@
 //! The Koupleless agent: an Arklet-compatible sidecar beside a Java base.
 pub mod backend;
 pub mod package;
+pub mod engine;
+pub mod health_cmd;
+pub mod service;
