@@ -98,7 +98,10 @@ impl FromStr for CommandId {
     type Err = UnknownCommand;
     /// Exact and case-sensitive, like the Java router (`/installbiz` is not `installBiz`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        CommandId::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| UnknownCommand(s.into()))
+        CommandId::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| UnknownCommand(s.into()))
     }
 }
 
@@ -135,28 +138,60 @@ impl InstallStrategy {
 #[serde(rename_all = "camelCase")]
 pub struct InstallBizRequest {
     /// Arguments for the biz main method.
-    #[serde(default, deserialize_with = "lenient::opt_string_list", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string_list",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub args: Option<Vec<String>>,
     /// Async mode.
-    #[serde(default, deserialize_with = "lenient::flag")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::flag",
+        skip_serializing_if = "is_false"
+    )]
     pub r#async: bool,
     /// Module name; with `bizVersion` or neither.
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub biz_name: Option<String>,
     /// Package URL (`file://`, `http(s)://`).
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub biz_url: Option<String>,
     /// Module version.
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub biz_version: Option<String>,
     /// Start environment (`sofa.ark.biz.main.class` overrides the main class).
-    #[serde(default, deserialize_with = "lenient::opt_string_map", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string_map",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub envs: Option<BTreeMap<String, String>>,
     /// `installOnly` (default) or `uninstallThenInstall`.
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub install_strategy: Option<String>,
     /// Async record key.
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub request_id: Option<String>,
 }
 
@@ -185,16 +220,32 @@ impl LenientRequest for InstallBizRequest {
 #[serde(rename_all = "camelCase")]
 pub struct BizOpRequest {
     /// Async mode.
-    #[serde(default, deserialize_with = "lenient::flag")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::flag",
+        skip_serializing_if = "is_false"
+    )]
     pub r#async: bool,
     /// Module name (required).
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub biz_name: Option<String>,
     /// Module version (required).
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub biz_version: Option<String>,
     /// Async record key.
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub request_id: Option<String>,
 }
 
@@ -207,19 +258,39 @@ impl LenientRequest for BizOpRequest {
 #[serde(rename_all = "camelCase")]
 pub struct BatchInstallBizRequest {
     /// Async mode.
-    #[serde(default, deserialize_with = "lenient::flag")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::flag",
+        skip_serializing_if = "is_false"
+    )]
     pub r#async: bool,
     /// The items (`null` is a validation error).
-    #[serde(default, deserialize_with = "lenient_items", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_items",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub biz_list: Option<Vec<InstallBizRequest>>,
     /// Lock key name (normally absent, so the key is `null:null`).
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub biz_name: Option<String>,
     /// Lock key version.
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub biz_version: Option<String>,
     /// Async record key.
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub request_id: Option<String>,
 }
 
@@ -250,7 +321,11 @@ impl LenientRequest for BatchInstallBizRequest {
 #[serde(rename_all = "camelCase")]
 pub struct QueryBizOpsRequest {
     /// The async record key.
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub request_id: Option<String>,
 }
 
@@ -282,6 +357,12 @@ pub struct Response<T> {
     /// Failure text; absent on SUCCESS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// Requests omit `async` unless it is set: MC, arkctl and the Java `arkBizMeta` of an async
+/// record never write `"async":false`, so re-encoding a decoded request gives back its input.
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn none<T>() -> Option<T> {
@@ -379,7 +460,10 @@ mod tests {
         let cases = [
             (None, InstallStrategy::InstallOnly),
             (Some("installOnly"), InstallStrategy::InstallOnly),
-            (Some("uninstallThenInstall"), InstallStrategy::UninstallThenInstall),
+            (
+                Some("uninstallThenInstall"),
+                InstallStrategy::UninstallThenInstall,
+            ),
             (Some("UninstallThenInstall"), InstallStrategy::InstallOnly),
             (Some("bogus"), InstallStrategy::InstallOnly),
         ];

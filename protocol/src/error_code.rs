@@ -121,9 +121,15 @@ mod tests {
 
     #[test]
     fn codes_format_and_parse() {
-        assert_eq!(ErrorCode::InstallBizFailed.to_string(), "Arklet.InstallBizFailed");
+        assert_eq!(
+            ErrorCode::InstallBizFailed.to_string(),
+            "Arklet.InstallBizFailed"
+        );
         assert_eq!(ErrorCode::MetaspaceFull.to_string(), "User.MetaspaceFull");
-        assert_eq!(ErrorCode::DecodeUrlFailed.to_string(), "OtherUpstream.DecodeURLFailed");
+        assert_eq!(
+            ErrorCode::DecodeUrlFailed.to_string(),
+            "OtherUpstream.DecodeURLFailed"
+        );
         for c in ErrorCode::ALL {
             assert_eq!(c.to_string().parse::<ErrorCode>(), Ok(*c));
             let s = c.to_string();

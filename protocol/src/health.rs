@@ -12,22 +12,45 @@ use crate::state::BizState;
 #[serde(rename_all = "camelCase")]
 pub struct HealthRequest {
     /// `system`, `biz`, `plugin`, or empty for everything.
-    #[serde(default, rename = "type", deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "type",
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kind: Option<String>,
     /// Indicator ids to include (`cpu`, `jvm`); empty means all.
-    #[serde(default, deserialize_with = "lenient::opt_string_list", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string_list",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub metrics: Option<Vec<String>>,
     /// Module name filter (plugin name for `type=plugin`).
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub biz_name: Option<String>,
     /// Module version filter.
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub biz_version: Option<String>,
 }
 
 impl LenientRequest for HealthRequest {
-    const FIELDS: &'static [&'static str] =
-        &["type", "metrics", "bizName", "bizVersion", "requestId", "async"];
+    const FIELDS: &'static [&'static str] = &[
+        "type",
+        "metrics",
+        "bizName",
+        "bizVersion",
+        "requestId",
+        "async",
+    ];
 }
 
 /// The JVM indicator (`healthData.jvm`), keys exactly as the Java `JvmIndicator` writes them.
@@ -38,64 +61,140 @@ impl LenientRequest for HealthRequest {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct JvmInfo {
     /// `System.getProperty("java.version")`.
-    #[serde(rename = "java version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "java version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub java_version: Option<String>,
     /// `System.getProperty("java.home")`.
     #[serde(rename = "java home", default, skip_serializing_if = "Option::is_none")]
     pub java_home: Option<String>,
     /// `Runtime.totalMemory()` in MiB.
-    #[serde(rename = "total memory(M)", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "total memory(M)",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub total_memory_mib: Option<f64>,
     /// `Runtime.maxMemory()` in MiB.
-    #[serde(rename = "max memory(M)", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "max memory(M)",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_memory_mib: Option<f64>,
     /// `Runtime.freeMemory()` in MiB.
-    #[serde(rename = "free memory(M)", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "free memory(M)",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub free_memory_mib: Option<f64>,
     /// Heap `init` in MiB.
-    #[serde(rename = "init heap memory(M)", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "init heap memory(M)",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub init_heap_mib: Option<f64>,
     /// Heap `used` in MiB.
-    #[serde(rename = "used heap memory(M)", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "used heap memory(M)",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub used_heap_mib: Option<f64>,
     /// Heap `committed` in MiB.
-    #[serde(rename = "committed heap memory(M)", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "committed heap memory(M)",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub committed_heap_mib: Option<f64>,
     /// Heap `max` in MiB (−1 byte, i.e. `-9.5367431640625E-7`, when undefined).
-    #[serde(rename = "max heap memory(M)", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "max heap memory(M)",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_heap_mib: Option<f64>,
     /// Non-heap `init` in MiB.
-    #[serde(rename = "init non heap memory(M)", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "init non heap memory(M)",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub init_non_heap_mib: Option<f64>,
     /// Non-heap `used` in MiB.
-    #[serde(rename = "used non heap memory(M)", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "used non heap memory(M)",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub used_non_heap_mib: Option<f64>,
     /// Non-heap `committed` in MiB.
-    #[serde(rename = "committed non heap memory(M)", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "committed non heap memory(M)",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub committed_non_heap_mib: Option<f64>,
     /// Non-heap `max` in MiB (usually undefined: −1 byte).
-    #[serde(rename = "max non heap memory(M)", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "max non heap memory(M)",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_non_heap_mib: Option<f64>,
     /// Classes currently loaded.
-    #[serde(rename = "loaded class count", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loaded class count",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub loaded_class_count: Option<i64>,
     /// Classes unloaded since start.
-    #[serde(rename = "unload class count", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "unload class count",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub unload_class_count: Option<i64>,
     /// Classes loaded since start.
-    #[serde(rename = "total class count", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "total class count",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub total_class_count: Option<i64>,
     /// JVM uptime in seconds.
-    #[serde(rename = "run time(s)", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "run time(s)",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub run_time_s: Option<f64>,
     /// Metaspace used, bytes; −1 if unknown.
-    #[serde(rename = "java used metaspace", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "java used metaspace",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub used_metaspace: Option<i64>,
     /// Metaspace committed, bytes; −1 if unknown.
-    #[serde(rename = "java committed metaspace", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "java committed metaspace",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub committed_metaspace: Option<i64>,
     /// `MaxMetaspaceSize`, bytes; −1 if unlimited (the HotSpot default) or unknown.
-    #[serde(rename = "java max metaspace", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "java max metaspace",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_metaspace: Option<i64>,
 }
 
@@ -115,13 +214,25 @@ pub struct CpuInfo {
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// Upstream: cumulative CPU ticks since start (not a percentage, trap T6).
-    #[serde(rename = "total used (%)", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "total used (%)",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub total_used: Option<f64>,
     /// User time share, percent.
-    #[serde(rename = "user used (%)", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "user used (%)",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub user_used: Option<f64>,
     /// System time share, percent.
-    #[serde(rename = "system used (%)", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "system used (%)",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub system_used: Option<f64>,
     /// Idle share, percent.
     #[serde(rename = "free (%)", default, skip_serializing_if = "Option::is_none")]

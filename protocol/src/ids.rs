@@ -49,12 +49,23 @@ fn check_mqtt_safe(what: &'static str, s: &str, extra_forbidden: &[char]) -> Res
         return Err(IdError::Empty { what });
     }
     if s.len() > 253 {
-        return Err(IdError::TooLong { what, value: s.into(), max: 253 });
+        return Err(IdError::TooLong {
+            what,
+            value: s.into(),
+            max: 253,
+        });
     }
     if let Some(ch) = s.chars().find(|c| {
-        matches!(c, '/' | '+' | '#') || c.is_whitespace() || c.is_control() || extra_forbidden.contains(c)
+        matches!(c, '/' | '+' | '#')
+            || c.is_whitespace()
+            || c.is_control()
+            || extra_forbidden.contains(c)
     }) {
-        return Err(IdError::BadChar { what, value: s.into(), ch });
+        return Err(IdError::BadChar {
+            what,
+            value: s.into(),
+            ch,
+        });
     }
     Ok(())
 }
@@ -158,7 +169,8 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
             let b = label.as_bytes();
             !b.is_empty()
                 && b.len() <= 63
-                && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
                 && b[0] != b'-'
                 && b[b.len() - 1] != b'-'
         })
@@ -205,9 +217,16 @@ impl FromStr for VNodeName {
     type Err = IdError;
     /// The identity is everything between the first and the last dot (it may contain dots).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |why| IdError::NotVNodeName { value: s.into(), why };
-        let rest = s.strip_prefix("vnode.").ok_or_else(|| bad("missing `vnode.` prefix"))?;
-        let (id, env) = rest.rsplit_once('.').ok_or_else(|| bad("missing `.<env>` suffix"))?;
+        let bad = |why| IdError::NotVNodeName {
+            value: s.into(),
+            why,
+        };
+        let rest = s
+            .strip_prefix("vnode.")
+            .ok_or_else(|| bad("missing `vnode.` prefix"))?;
+        let (id, env) = rest
+            .rsplit_once('.')
+            .ok_or_else(|| bad("missing `.<env>` suffix"))?;
         VNodeName::new(id.parse()?, env.parse()?)
     }
 }
@@ -230,10 +249,20 @@ impl LabelValue {
     pub fn sanitize(s: &str) -> LabelValue {
         let mapped: String = s
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .take(63)
             .collect();
-        LabelValue(mapped.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned())
+        LabelValue(
+            mapped
+                .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+                .to_owned(),
+        )
     }
 }
 
@@ -242,16 +271,29 @@ impl FromStr for LabelValue {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         const WHAT: &str = "label value";
         if s.len() > 63 {
-            return Err(IdError::TooLong { what: WHAT, value: s.into(), max: 63 });
+            return Err(IdError::TooLong {
+                what: WHAT,
+                value: s.into(),
+                max: 63,
+            });
         }
-        if let Some(ch) =
-            s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        if let Some(ch) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
         {
-            return Err(IdError::BadChar { what: WHAT, value: s.into(), ch });
+            return Err(IdError::BadChar {
+                what: WHAT,
+                value: s.into(),
+                ch,
+            });
         }
         for ch in [s.chars().next(), s.chars().last()].into_iter().flatten() {
             if !ch.is_ascii_alphanumeric() {
-                return Err(IdError::BadChar { what: WHAT, value: s.into(), ch });
+                return Err(IdError::BadChar {
+                    what: WHAT,
+                    value: s.into(),
+                    ch,
+                });
             }
         }
         Ok(LabelValue(s.to_owned()))
@@ -302,7 +344,10 @@ mod tests {
         assert!("dev".parse::<Env>().is_ok());
         assert!("a.b".parse::<Env>().is_err());
         assert_eq!(Env::from_runtime_env("").unwrap().as_str(), "dev");
-        assert_eq!(Env::from_runtime_env("DEFAULT").unwrap().as_str(), "default");
+        assert_eq!(
+            Env::from_runtime_env("DEFAULT").unwrap().as_str(),
+            "default"
+        );
     }
 
     #[test]
@@ -311,14 +356,26 @@ mod tests {
         assert_eq!(n.identity().as_str(), "10.0.0.5");
         assert_eq!(n.env().as_str(), "dev");
         assert_eq!(n.to_string(), "vnode.10.0.0.5.dev");
-        for bad in ["node.a.dev", "vnode.dev", "vnode.A.dev", "vnode..dev", "vnode.a_b.dev"] {
+        for bad in [
+            "node.a.dev",
+            "vnode.dev",
+            "vnode.A.dev",
+            "vnode..dev",
+            "vnode.a_b.dev",
+        ] {
             assert!(bad.parse::<VNodeName>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn label_value_table() {
-        for (s, ok) in [("", true), ("1.0.0", true), ("a_b-c", true), ("-a", false), ("a b", false)] {
+        for (s, ok) in [
+            ("", true),
+            ("1.0.0", true),
+            ("a_b-c", true),
+            ("-a", false),
+            ("a b", false),
+        ] {
             assert_eq!(s.parse::<LabelValue>().is_ok(), ok, "{s:?}");
         }
         assert_eq!(LabelValue::sanitize("Base Pod #1!").as_str(), "Base-Pod--1");

@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde_json::{Map, Value};
 
 /// Why a request body could not be decoded.
@@ -34,7 +34,10 @@ pub trait LenientRequest: DeserializeOwned {
 }
 
 fn fold(key: &str) -> String {
-    key.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect()
+    key.chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// Renames keys of `map` to their canonical spelling from `fields`; unknown keys are kept as
@@ -45,7 +48,9 @@ pub fn canonicalize_keys(map: Map<String, Value>, fields: &[&str]) -> Map<String
         let folded = fold(&k);
         let canonical = fields.iter().find(|f| fold(f) == folded).or_else(|| {
             // fastjson's smartMatch also strips a leading `is` (`isAsync` → `async`).
-            folded.strip_prefix("is").and_then(|rest| fields.iter().find(|f| fold(f) == rest))
+            folded
+                .strip_prefix("is")
+                .and_then(|rest| fields.iter().find(|f| fold(f) == rest))
         });
         match canonical {
             // An exact key wins over a variant of it if both are present.
@@ -147,7 +152,9 @@ pub fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
         Some(Value::String(s)) if s.eq_ignore_ascii_case("false") || s.is_empty() => Ok(false),
         Some(Value::Number(n)) if n.as_f64() == Some(0.0) => Ok(false),
         Some(Value::Number(n)) if n.as_f64() == Some(1.0) => Ok(true),
-        Some(other) => Err(de::Error::custom(format!("expected a boolean, got {other}"))),
+        Some(other) => Err(de::Error::custom(format!(
+            "expected a boolean, got {other}"
+        ))),
     }
 }
 
@@ -191,7 +198,9 @@ mod tests {
             (r#"{"bizName":"x","biz_name":"y"}"#, r#"{"bizName":"x"}"#),
         ];
         for (input, want) in cases {
-            let Value::Object(m) = serde_json::from_str(input).unwrap() else { unreachable!() };
+            let Value::Object(m) = serde_json::from_str(input).unwrap() else {
+                unreachable!()
+            };
             let got = Value::Object(canonicalize_keys(m, fields));
             assert_eq!(got, serde_json::from_str::<Value>(want).unwrap(), "{input}");
         }

@@ -25,8 +25,8 @@ pub mod state;
 pub mod transport;
 
 pub use biz::{
-    BatchInstallResponse, BizInfo, BizModel, BizSpec, ClientResponse, CommandModel,
-    ProcessRecord, SimpleBizInfo, StateRecord,
+    BatchInstallResponse, BizInfo, BizModel, BizSpec, ClientResponse, CommandModel, ProcessRecord,
+    SimpleBizInfo, StateRecord,
 };
 pub use command::{
     BatchInstallBizRequest, BizOpRequest, CommandId, InstallBizRequest, InstallStrategy, Output,

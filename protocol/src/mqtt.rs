@@ -147,7 +147,9 @@ impl fmt::Display for Topic {
             Topic::Heartbeat { .. } => write!(f, "koupleless_{env}/{base}/base/heart"),
             Topic::QueryBaseline { .. } => write!(f, "koupleless_{env}/{base}/base/queryBaseline"),
             Topic::Baseline { .. } => write!(f, "koupleless_{env}/{base}/base/baseline"),
-            Topic::Reply { kind, .. } => write!(f, "koupleless_{env}/{base}/base/{}", kind.as_str()),
+            Topic::Reply { kind, .. } => {
+                write!(f, "koupleless_{env}/{base}/base/{}", kind.as_str())
+            }
             Topic::Command { command, .. } => write!(f, "koupleless_{env}/{base}/{command}"),
         }
     }
@@ -177,10 +179,18 @@ pub enum TopicError {
 impl FromStr for Topic {
     type Err = TopicError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let shape = |why| TopicError::Shape { topic: s.into(), why };
-        let id = |source| TopicError::Id { topic: s.into(), source };
+        let shape = |why| TopicError::Shape {
+            topic: s.into(),
+            why,
+        };
+        let id = |source| TopicError::Id {
+            topic: s.into(),
+            source,
+        };
         let parts: Vec<&str> = s.split('/').collect();
-        let env = parts[0].strip_prefix("koupleless_").ok_or_else(|| shape("missing prefix"))?;
+        let env = parts[0]
+            .strip_prefix("koupleless_")
+            .ok_or_else(|| shape("missing prefix"))?;
         let env: Env = env.parse().map_err(id)?;
         let base: BaseIdentity = parts
             .get(1)
@@ -218,7 +228,10 @@ pub struct Envelope<T> {
 impl<T> Envelope<T> {
     /// Wraps `data` stamped `now_ms`.
     pub fn new(data: T, now_ms: i64) -> Self {
-        Envelope { data, publish_timestamp: now_ms }
+        Envelope {
+            data,
+            publish_timestamp: now_ms,
+        }
     }
 
     /// Upstream `Expired`: stale when `publishTimestamp + max_age <= now`.
@@ -318,18 +331,41 @@ mod tests {
     #[test]
     fn topic_strings() {
         let cases = [
-            (Topic::Heartbeat { env: env(), base: base() }, "koupleless_dev/10.0.0.5/base/heart"),
             (
-                Topic::QueryBaseline { env: env(), base: base() },
+                Topic::Heartbeat {
+                    env: env(),
+                    base: base(),
+                },
+                "koupleless_dev/10.0.0.5/base/heart",
+            ),
+            (
+                Topic::QueryBaseline {
+                    env: env(),
+                    base: base(),
+                },
                 "koupleless_dev/10.0.0.5/base/queryBaseline",
             ),
-            (Topic::Baseline { env: env(), base: base() }, "koupleless_dev/10.0.0.5/base/baseline"),
             (
-                Topic::Reply { env: env(), base: base(), kind: ReplyKind::SimpleBiz },
+                Topic::Baseline {
+                    env: env(),
+                    base: base(),
+                },
+                "koupleless_dev/10.0.0.5/base/baseline",
+            ),
+            (
+                Topic::Reply {
+                    env: env(),
+                    base: base(),
+                    kind: ReplyKind::SimpleBiz,
+                },
                 "koupleless_dev/10.0.0.5/base/simpleBiz",
             ),
             (
-                Topic::Command { env: env(), base: base(), command: CommandId::InstallBiz },
+                Topic::Command {
+                    env: env(),
+                    base: base(),
+                    command: CommandId::InstallBiz,
+                },
                 "koupleless_dev/10.0.0.5/installBiz",
             ),
         ];

@@ -9,7 +9,10 @@ use crate::transport::{self, Transport};
 /// Lower-cases and strips everything but letters and digits, so `INSTALL_FAILED`,
 /// `Install Failed` and `install-failed` compare equal, as the Java and Go readers do.
 fn fold(s: &str) -> String {
-    s.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect()
+    s.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
 /// State of an Ark biz (module), spec protocol §4.1.
@@ -84,7 +87,10 @@ impl BizState {
     /// Parses case-insensitively; unknown text gives [`BizState::Unknown`].
     pub fn parse(s: &str) -> BizState {
         let f = fold(s);
-        BizState::KNOWN.into_iter().find(|k| k.as_lower() == f).unwrap_or(BizState::Unknown)
+        BizState::KNOWN
+            .into_iter()
+            .find(|k| k.as_lower() == f)
+            .unwrap_or(BizState::Unknown)
     }
 }
 
@@ -307,7 +313,10 @@ mod tests {
             assert_eq!(StateChangeReason::parse(r.as_display()), r);
             assert_eq!(StateChangeReason::parse(r.as_name()), r);
         }
-        assert_eq!(StateChangeReason::parse("whatever"), StateChangeReason::Undefine);
+        assert_eq!(
+            StateChangeReason::parse("whatever"),
+            StateChangeReason::Undefine
+        );
     }
 
     #[test]
