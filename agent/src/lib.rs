@@ -4,3 +4,5 @@ pub mod package;
 pub mod engine;
 pub mod health_cmd;
 pub mod service;
+pub mod http;
+pub mod config;

@@ -664,3 +664,50 @@ mod tests {
         assert_eq!(engine::lock_key(None, None), "null:null");
     }
 }
+
+impl Outcome {
+    /// The HTTP envelope (spec §2.2). Internal errors carry no `baseIdentity`; the stack trace
+    /// field holds our error chain, since there is no Java stack to show.
+    pub fn into_response(self, base_identity: &str) -> koupleless_protocol::Response<Data> {
+        use koupleless_protocol::Response;
+        match self {
+            Outcome::Success(d) => Response::success(base_identity, d),
+            Outcome::Failed { message, data, code } => Response::failed(base_identity, message, data, code),
+            Outcome::Internal { message, code } => {
+                let stack = format!("koupleless-agent error ({code}): {message}");
+                Response::internal_error(&message, code, stack)
+            }
+            Outcome::NotFound(_) => Response::not_found(),
+        }
+    }
+
+    /// The Arklet `Output` as MQTT replies carry it (spec §5.6): an internal error becomes
+    /// `FAILED` with `data = {code: FAILED, message: <detail>}`, as the Java tunnel publishes
+    /// a thrown exception.
+    pub fn into_output(self) -> koupleless_protocol::Output<Data> {
+        use koupleless_protocol::{Output, ResponseCode};
+        match self {
+            Outcome::Success(d) => Output { code: ResponseCode::Success, data: Some(d), error_code: None, message: None },
+            Outcome::Failed { message, data, code } => {
+                Output { code: ResponseCode::Failed, data, error_code: Some(code), message: Some(message) }
+            }
+            Outcome::Internal { message, code } => Output {
+                code: ResponseCode::Failed,
+                data: Some(Data::Client(ClientResponse {
+                    biz_infos: None,
+                    code: ArkResultCode::Failed,
+                    elapsed_space: None,
+                    message: message.clone(),
+                })),
+                error_code: Some(code),
+                message: Some(message),
+            },
+            Outcome::NotFound(id) => Output {
+                code: ResponseCode::Failed,
+                data: None,
+                error_code: Some(ErrorCode::InvalidRequest),
+                message: Some(format!("{id} not found handler")),
+            },
+        }
+    }
+}

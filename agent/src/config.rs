@@ -1,0 +1,180 @@
+//! Command-line and environment configuration of the agent.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::engine::activation::ActivationPolicy;
+
+/// Which runtime backend runs modules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// Each module as its own JVM started by the agent.
+    Process,
+}
+
+/// Version activation policy on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Activation {
+    /// The first version of a name serves; later ones wait for `switchBiz` (sofa-ark default).
+    FirstWins,
+    /// A newly installed version takes over (`activate.new.module=true`).
+    NewTakesOver,
+    /// Every version serves (`sofa.ark.activate.multi.biz.version.enable=true`).
+    AllActive,
+}
+
+impl From<Activation> for ActivationPolicy {
+    fn from(a: Activation) -> Self {
+        match a {
+            Activation::FirstWins => ActivationPolicy::FirstWins,
+            Activation::NewTakesOver => ActivationPolicy::NewTakesOver,
+            Activation::AllActive => ActivationPolicy::AllActive,
+        }
+    }
+}
+
+/// The Koupleless agent: an Arklet-compatible sidecar that runs Ark biz modules and reports the
+/// base JVM's health.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "koupleless-agent", version, about)]
+pub struct Config {
+    /// Arklet HTTP port (upstream property `koupleless.arklet.http.port` is accepted as an
+    /// alias flag and as an environment variable of that name).
+    #[arg(long, env = "KOUPLELESS_ARKLET_HTTP_PORT", alias = "koupleless.arklet.http.port", default_value_t = 1238)]
+    pub port: u16,
+    /// Address to bind the HTTP API to.
+    #[arg(long, env = "KOUPLELESS_AGENT_BIND", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// Bearer token required on commands (off by default: upstream clients send none).
+    #[arg(long, env = "KOUPLELESS_AGENT_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Work directory: fetched packages, unpacked modules, logs and the state file.
+    #[arg(long, env = "KOUPLELESS_AGENT_WORK_DIR", default_value = "/tmp/koupleless-agent")]
+    pub work_dir: PathBuf,
+    /// Base identity (topic segment, Node name part). Default: `POD_IP`, else the first
+    /// non-loopback IPv4 address, as the Java base does.
+    #[arg(long, env = "KOUPLELESS_BASE_IDENTITY")]
+    pub base_identity: Option<String>,
+    /// Base name (`baseMetadata.name`, `masterBizInfo.bizName`).
+    #[arg(long, env = "KOUPLELESS_BASE_NAME", default_value = "base")]
+    pub base_name: String,
+    /// Base version.
+    #[arg(long, env = "KOUPLELESS_BASE_VERSION", default_value = "1.0.0")]
+    pub base_version: String,
+    /// Cluster name reported in heartbeats.
+    #[arg(long, env = "KOUPLELESS_BASE_CLUSTER_NAME", default_value = "default")]
+    pub cluster_name: String,
+    /// Runtime backend.
+    #[arg(long, env = "KOUPLELESS_AGENT_BACKEND", value_enum, default_value_t = BackendKind::Process)]
+    pub backend: BackendKind,
+    /// Version activation policy.
+    #[arg(long, env = "KOUPLELESS_AGENT_ACTIVATION", value_enum, default_value_t = Activation::FirstWins)]
+    pub activation: Activation,
+    /// Keep modules whose start failed registered as `broken` instead of removing them.
+    #[arg(long, env = "KOUPLELESS_AGENT_KEEP_FAILED")]
+    pub keep_failed: bool,
+    /// Only fetch `http(s)` packages whose URL starts with one of these prefixes (repeatable).
+    #[arg(long = "allow-url-prefix", env = "KOUPLELESS_AGENT_ALLOW_URL_PREFIXES", value_delimiter = ',')]
+    pub allow_url_prefixes: Vec<String>,
+    /// Only accept `file://` packages under these directories (repeatable).
+    #[arg(long = "allow-file-dir", env = "KOUPLELESS_AGENT_ALLOW_FILE_DIRS", value_delimiter = ',')]
+    pub allow_file_dirs: Vec<PathBuf>,
+    /// Largest package accepted, in bytes.
+    #[arg(long, env = "KOUPLELESS_AGENT_MAX_PACKAGE_BYTES", default_value_t = 1 << 30)]
+    pub max_package_bytes: u64,
+    /// Connect timeout for package downloads.
+    #[arg(long, env = "KOUPLELESS_AGENT_FETCH_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub fetch_connect_timeout: Duration,
+    /// Read timeout (between two reads) for package downloads.
+    #[arg(long, env = "KOUPLELESS_AGENT_FETCH_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub fetch_read_timeout: Duration,
+    /// Most async operation records kept for `queryBizOps`.
+    #[arg(long, env = "KOUPLELESS_AGENT_OPS_MAX_RECORDS", default_value_t = 1000)]
+    pub ops_max_records: usize,
+    /// How long finished async operation records are kept.
+    #[arg(long, env = "KOUPLELESS_AGENT_OPS_MAX_AGE", value_parser = humantime::parse_duration, default_value = "1h")]
+    pub ops_max_age: Duration,
+    /// `java` used to run modules (default: `$JAVA_HOME/bin/java`, else `java` on PATH).
+    #[arg(long, env = "KOUPLELESS_AGENT_JAVA")]
+    pub java: Option<PathBuf>,
+    /// Extra JVM options for module processes (repeatable).
+    #[arg(long = "module-jvm-arg", env = "KOUPLELESS_AGENT_MODULE_JVM_ARGS", value_delimiter = ' ', allow_hyphen_values = true)]
+    pub module_jvm_args: Vec<String>,
+    /// How long a module may take to become ready.
+    #[arg(long, env = "KOUPLELESS_AGENT_START_TIMEOUT", value_parser = humantime::parse_duration, default_value = "120s")]
+    pub start_timeout: Duration,
+    /// Grace period between SIGTERM and SIGKILL when stopping a module.
+    #[arg(long, env = "KOUPLELESS_AGENT_STOP_GRACE", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub stop_grace: Duration,
+    /// Pid of the base JVM whose health is reported (default: discover it).
+    #[arg(long, env = "KOUPLELESS_BASE_PID")]
+    pub base_pid: Option<u32>,
+    /// Pattern that picks the base JVM by main class or command line when several run.
+    #[arg(long, env = "KOUPLELESS_BASE_MAIN_CLASS")]
+    pub base_main_class: Option<String>,
+    /// Use the HotSpot attach API for live metaspace numbers (off: hsperfdata only).
+    #[arg(long, env = "KOUPLELESS_AGENT_ATTACH")]
+    pub attach: bool,
+    /// `/readyz` also requires every installed module to be activated (upstream
+    /// `withAllBizReadiness`).
+    #[arg(long, env = "KOUPLELESS_AGENT_READY_WITH_ALL_BIZ")]
+    pub ready_with_all_biz: bool,
+    /// `/readyz` requires the base JVM to be found and alive.
+    #[arg(long, env = "KOUPLELESS_AGENT_READY_REQUIRES_JVM")]
+    pub ready_requires_jvm: bool,
+    /// Log as JSON lines.
+    #[arg(long, env = "KOUPLELESS_AGENT_LOG_JSON")]
+    pub log_json: bool,
+}
+
+impl Config {
+    /// Parses flags and environment, honouring the upstream `koupleless.arklet.http.port`
+    /// environment variable when no port was given otherwise.
+    pub fn load() -> Config {
+        let mut cfg = Config::parse();
+        let port_given = std::env::args().any(|a| a.starts_with("--port") || a.starts_with("--koupleless.arklet.http.port"))
+            || std::env::var_os("KOUPLELESS_ARKLET_HTTP_PORT").is_some();
+        if !port_given {
+            if let Some(p) = std::env::var("koupleless.arklet.http.port").ok().and_then(|v| v.parse().ok()) {
+                cfg.port = p;
+            }
+        }
+        cfg
+    }
+
+    /// The HTTP listen address.
+    pub fn listen(&self) -> SocketAddr {
+        SocketAddr::new(self.bind, self.port)
+    }
+
+    /// The base identity: flag, else `POD_IP`, else a local IPv4 address, else the host name.
+    pub fn identity(&self) -> String {
+        if let Some(id) = &self.base_identity {
+            return id.clone();
+        }
+        if let Ok(ip) = std::env::var("POD_IP") {
+            if !ip.is_empty() {
+                return ip;
+            }
+        }
+        local_ipv4().map(|ip| ip.to_string()).unwrap_or_else(|| hostname().unwrap_or_else(|| "localhost".into()))
+    }
+}
+
+/// The first non-loopback IPv4 address of the *last* interface that has one, as the Java
+/// `BaseMetadataHookImpl` picks it.
+pub fn local_ipv4() -> Option<std::net::Ipv4Addr> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    addrs
+        .filter_map(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|v4| v4.ip())))
+        .filter(|ip| !ip.is_loopback())
+        .last()
+}
+
+/// The host name (`localHostName` in heartbeats).
+pub fn hostname() -> Option<String> {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok())
+}

@@ -1,0 +1,133 @@
+//! The Arklet HTTP API (`POST /<command>` on port 1238), plus `GET /healthz` and `/readyz`.
+//!
+//! Differences from the Java server, all on purpose (spec protocol §2.1): malformed JSON, a
+//! JSON array and an oversized body get a JSON error promptly instead of a hang or a bare 413;
+//! other methods get `405` with `Allow: POST`; responses carry `Content-Type` and
+//! `Content-Length`. Every JSON outcome of a command is HTTP 200, as upstream.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use koupleless_protocol::transport::{encode, Transport};
+use koupleless_protocol::ErrorCode;
+
+use crate::backend::RuntimeBackend;
+use crate::service::{CommandService, Outcome};
+
+/// Largest accepted request body (Netty's `HttpObjectAggregator(1 MiB)` upstream).
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Readiness of the base for `GET /readyz`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Readiness {
+    /// Ready to take traffic.
+    pub ready: bool,
+    /// Why not, when not.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+}
+
+/// Computes readiness on demand.
+pub type ReadinessProbe = Arc<dyn Fn() -> Readiness + Send + Sync>;
+
+/// What the HTTP handlers share.
+pub struct HttpState<B> {
+    /// The command service.
+    pub service: CommandService<B>,
+    /// Bearer token required on commands, if set.
+    pub token: Option<String>,
+    /// Readiness for `/readyz`.
+    pub readiness: ReadinessProbe,
+}
+
+impl<B> Clone for HttpState<B> {
+    fn clone(&self) -> Self {
+        HttpState {
+            service: self.service.clone(),
+            token: self.token.clone(),
+            readiness: Arc::clone(&self.readiness),
+        }
+    }
+}
+
+/// The router. Every path goes through one handler because the command id *is* the path,
+/// matched exactly (`/health/` is not `health`), as upstream.
+pub fn router<B: RuntimeBackend>(state: HttpState<B>) -> Router {
+    Router::new().fallback(handle::<B>).with_state(state)
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn envelope(status: StatusCode, outcome: Outcome, identity: &str) -> Response {
+    json_response(status, encode(&outcome.into_response(identity), Transport::Http))
+}
+
+fn authorized(headers: &HeaderMap, token: Option<&str>) -> bool {
+    let Some(token) = token else { return true };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn handle<B: RuntimeBackend>(State(st): State<HttpState<B>>, req: Request) -> Response {
+    let identity = st.service.base_identity().to_owned();
+    let path = req.uri().path().to_owned();
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        match path.as_str() {
+            "/healthz" => return (StatusCode::OK, "ok\n").into_response(),
+            "/readyz" => {
+                let r = (st.readiness)();
+                let status = if r.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                return json_response(status, serde_json::to_vec(&r).unwrap_or_default());
+            }
+            _ => {}
+        }
+    }
+    if req.method() != Method::POST {
+        let mut resp =
+            (StatusCode::METHOD_NOT_ALLOWED, "POST http request only supported by arklet").into_response();
+        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return resp;
+    }
+    if !authorized(req.headers(), st.token.as_deref()) {
+        let out = Outcome::Failed {
+            message: "missing or wrong bearer token".into(),
+            data: None,
+            code: ErrorCode::InvalidRequest,
+        };
+        let mut resp = envelope(StatusCode::UNAUTHORIZED, out, &identity);
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return resp;
+    }
+    let body: Bytes = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            let (status, message) = if too_large {
+                (StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {MAX_BODY} bytes"))
+            } else {
+                (StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))
+            };
+            return envelope(status, Outcome::Internal { message, code: ErrorCode::InvalidRequest }, &identity);
+        }
+    };
+    let command = path.strip_prefix('/').unwrap_or(&path);
+    let outcome = st.service.execute(command, &body).await;
+    envelope(StatusCode::OK, outcome, &identity)
+}
