@@ -6,3 +6,4 @@ pub mod health_cmd;
 pub mod service;
 pub mod http;
 pub mod config;
+pub mod health;

@@ -1,0 +1,93 @@
+//! Health of the base JVM and of the CPU, measured from outside the JVM, in the shape of the
+//! Arklet `health` command (spec protocol §3, spec jvm-health).
+//!
+//! Sources: the JVM's hsperfdata file (read every sample, microseconds), HotSpot dynamic attach
+//! (rate-limited, optional: live metaspace, flags, code cache), `/proc` and cgroup files.
+//! [`HealthSampler`] owns the background sampling; [`HealthSampler::latest`] never waits for
+//! I/O beyond one hsperfdata read.
+//!
+//! Requirements on the pod, when the agent is a sidecar: a shared process namespace
+//! (`shareProcessNamespace: true`) or a shared `/tmp`, and the same uid/gid as the JVM (or root,
+//! with `CAP_SYS_PTRACE` to read through `/proc/<pid>/root`). The JVM must not run with
+//! `-XX:-UsePerfData`/`-XX:+PerfDisableSharedMem`; if it does, the report is degraded (and
+//! says so) to what `/proc` and attach can provide.
+
+pub mod attach;
+pub mod cpu;
+pub mod discovery;
+pub mod hsperf;
+pub mod jvm;
+mod sampler;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use koupleless_protocol::health::{CpuInfo, JvmInfo};
+
+pub use sampler::HealthSampler;
+
+/// Configuration of the [`HealthSampler`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// The base JVM's pid (in the agent's pid namespace); None to discover it.
+    pub pid: Option<u32>,
+    /// Regular expression matched against the JVM's main class and arguments (or `-jar` file)
+    /// to choose the base when several JVMs are visible.
+    pub main_class_pattern: Option<String>,
+    /// Use HotSpot dynamic attach for live metaspace and flags. Attach runs a little code in
+    /// the target (about 0.5 MB of allocation per call), hence the rate limit below.
+    pub attach: bool,
+    /// Minimum time between two attach rounds for one JVM.
+    pub attach_min_interval: Duration,
+    /// Upper bound for the attach listener to start and for one reply.
+    pub attach_timeout: Duration,
+    /// `masterBizInfo.bizName`.
+    pub base_name: String,
+    /// `masterBizInfo.bizVersion`.
+    pub base_version: String,
+    /// Period of background samples, which is also the CPU window; [`HealthSampler::latest`]
+    /// re-reads hsperfdata itself when the cached sample is older than this.
+    pub sample_interval: Duration,
+    /// A JVM whose `sun.os.hrt.ticks` (updated every 50 ms by the JVM) has not moved for this
+    /// long is reported unhealthy (stopped or hung): its master biz becomes deactivated. None
+    /// disables the check.
+    pub hang_threshold: Option<Duration>,
+    /// The procfs mount.
+    pub proc_root: PathBuf,
+    /// The agent's view of the shared `/tmp`, scanned for perf files of JVMs whose pids are
+    /// not visible.
+    pub tmp_dir: PathBuf,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            pid: None,
+            main_class_pattern: None,
+            attach: true,
+            attach_min_interval: Duration::from_secs(60),
+            attach_timeout: Duration::from_secs(5),
+            base_name: "base".to_owned(),
+            base_version: "1.0.0".to_owned(),
+            sample_interval: Duration::from_secs(2),
+            hang_threshold: Some(Duration::from_secs(30)),
+            proc_root: PathBuf::from("/proc"),
+            tmp_dir: PathBuf::from("/tmp"),
+        }
+    }
+}
+
+/// One health sample of the base.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaseHealth {
+    /// The `jvm` indicator; None when no JVM is tracked (none found, or it exited).
+    pub jvm: Option<JvmInfo>,
+    /// The `cpu` indicator (works without a JVM).
+    pub cpu: CpuInfo,
+    /// A JVM is tracked and its process lives.
+    pub jvm_alive: bool,
+    /// Alive and making progress (see [`HealthConfig::hang_threshold`]); drives `masterBizInfo`.
+    pub healthy: bool,
+    /// Why the report is missing or degraded, in words an operator can act on.
+    pub problem: Option<String>,
+}
