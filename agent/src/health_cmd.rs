@@ -56,7 +56,10 @@ pub fn compose(req: &HealthRequest, inp: HealthInputs) -> Result<HealthData, Hea
     if indicators {
         let metrics: Vec<&str> = req.metrics.iter().flatten().map(String::as_str).collect();
         let wanted = |id: &str| metrics.is_empty() || metrics.contains(&id);
-        if let Some(unknown) = metrics.iter().find(|m| !matches!(**m, "cpu" | "jvm")) {
+        // Without a base JVM the `jvm` indicator is not registered, so asking for it fails
+        // exactly like asking for any other unknown indicator.
+        let registered = |m: &str| m == "cpu" && inp.cpu.is_some() || m == "jvm" && inp.jvm.is_some();
+        if let Some(unknown) = metrics.iter().find(|m| !registered(m)) {
             tracing::debug!(indicator = unknown, "unknown health indicator requested");
             return Err(HealthFailure::Failed("indicator not registered".into()));
         }
@@ -166,6 +169,11 @@ mod tests {
 
     #[test]
     fn failure_table() {
+        let no_jvm = HealthInputs { jvm: None, ..inputs() };
+        assert_eq!(
+            compose(&req(Some("system"), &["jvm"], None, None), no_jvm),
+            Err(HealthFailure::Failed("indicator not registered".into()))
+        );
         let cases = [
             (req(Some("bogus"), &[], None, None), HealthFailure::Invalid("type: bogus can not be found".into())),
             (req(Some("system"), &["gc"], None, None), HealthFailure::Failed("indicator not registered".into())),

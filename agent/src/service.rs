@@ -583,9 +583,15 @@ impl<B: RuntimeBackend> CommandService<B> {
                 );
             }
         };
+        // Batch entries are plain sofa-ark `ClientResponse`s: the metaspace delta is reported
+        // once for the whole batch.
         match self.install_one(&item, Some(pkg)).await {
-            Outcome::Success(Data::Client(r)) => r,
+            Outcome::Success(Data::Client(mut r)) => {
+                r.elapsed_space = None;
+                r
+            }
             Outcome::Failed { data: Some(Data::Client(mut r)), .. } => {
+                r.elapsed_space = None;
                 let current = self.engine.module(&key).map(|m| m.model());
                 r.biz_infos = Some(vec![current.unwrap_or_else(|| broken_model(&key.name, &key.version))]);
                 r

@@ -100,8 +100,9 @@ impl Module {
         }
     }
 
+    /// sofa-ark's `BizModel.setWebContextPath`: the manifest value, else the root path.
     fn web_context_path(&self) -> String {
-        self.web_context_path.clone().unwrap_or_else(|| self.key.name.clone())
+        self.web_context_path.clone().unwrap_or_else(|| "/".to_owned())
     }
 
     /// The health view.
