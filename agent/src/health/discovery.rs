@@ -84,7 +84,11 @@ pub fn select(
         .collect();
     let describe = |i: usize| {
         let c = &candidates[i];
-        let main = c.command.split_whitespace().next().unwrap_or("?");
+        let main = c
+            .command
+            .split_whitespace()
+            .next()
+            .unwrap_or("command unknown");
         match c.pid {
             Some(pid) => format!("pid {pid} ({main})"),
             None => format!("({main})"),
@@ -162,6 +166,11 @@ pub fn parse_status(text: &str) -> ProcStatus {
 pub fn parse_stat_start(stat: &str) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The state letter (field 3) of `/proc/<pid>/stat`.
+pub fn parse_stat_state(stat: &str) -> Option<&str> {
+    stat[stat.rfind(')')? + 1..].split_whitespace().next()
 }
 
 /// The part of a JVM command line after the options: main class (or `-jar x.jar`, or
@@ -285,9 +294,12 @@ pub fn inspect_pid(proc_root: &Path, pid: u32, force: bool) -> Inspect {
     };
     let st = parse_status(&status);
     let owner = st.euid.zip(st.egid);
-    let start_ticks = std::fs::read_to_string(proc.join("stat"))
-        .ok()
-        .and_then(|s| parse_stat_start(&s));
+    let stat = std::fs::read_to_string(proc.join("stat")).unwrap_or_default();
+    // An exited but unreaped JVM (zombie) keeps its comm; it is not a JVM any more.
+    if matches!(parse_stat_state(&stat), Some("Z" | "X")) {
+        return Inspect::NotJvm;
+    }
+    let start_ticks = parse_stat_start(&stat);
     let ns_pid = st.ns_pid.unwrap_or(pid);
     let root = proc.join("root");
     let tmp_dir = root.join("tmp");
@@ -381,6 +393,17 @@ pub fn scan(proc_root: &Path, tmp: &Path) -> Scan {
             if seen_files.contains(&(meta.dev(), meta.ino())) {
                 continue;
             }
+            // A visible process that shares our /tmp (a JVM with another command name, or one
+            // that created its file after the /proc pass): describe it through /proc.
+            let proc_tmp = proc_root.join(ns_pid.to_string()).join("root/tmp");
+            if same_file(&proc_tmp, tmp) {
+                if let Inspect::Jvm(j) = inspect_pid(proc_root, ns_pid, true)
+                    && j.perf_path.is_some()
+                {
+                    out.jvms.push(*j);
+                }
+                continue;
+            }
             match perf_file_locked(&path) {
                 Ok(true) => {}
                 // Unlocked: left behind by a killed JVM.
@@ -412,6 +435,14 @@ pub fn scan(proc_root: &Path, tmp: &Path) -> Scan {
         }
     }
     out
+}
+
+/// Whether two paths name the same file or directory.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
 }
 
 /// Finds the base JVM per configuration.
@@ -460,11 +491,7 @@ pub fn is_alive(proc_root: &Path, jvm: &JvmProcess) -> bool {
             match stat {
                 // A zombie has exited; its start time is still there, so check the state too.
                 Ok(s) => {
-                    let state = s
-                        .rfind(')')
-                        .and_then(|i| s[i + 1..].split_whitespace().next());
-                    state != Some("Z")
-                        && state != Some("X")
+                    !matches!(parse_stat_state(&s), Some("Z" | "X"))
                         && (jvm.start_ticks.is_none() || parse_stat_start(&s) == jvm.start_ticks)
                 }
                 Err(_) => false,
@@ -544,6 +571,8 @@ mod tests {
         let stat = "4242 (java (weird) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 20 0 987654 1000000 200";
         assert_eq!(parse_stat_start(stat), Some(987654));
         assert_eq!(parse_stat_start("garbage"), None);
+        assert_eq!(parse_stat_state(stat), Some("S"));
+        assert_eq!(parse_stat_state("1 (x) Z 0"), Some("Z"));
         let args = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
         assert_eq!(
             command_from_cmdline(&args("java -Xmx64m -cp /a:/b com.Main x y")),

@@ -652,7 +652,8 @@ pub(crate) mod tests {
     #[test]
     fn rejections() {
         let good = sample();
-        let cases: Vec<(Vec<u8>, fn(&HsperfError) -> bool)> = vec![
+        type Case = (Vec<u8>, fn(&HsperfError) -> bool);
+        let cases: Vec<Case> = vec![
             (good[..10].to_vec(), |e| {
                 matches!(e, HsperfError::TooShort(10))
             }),
@@ -752,10 +753,8 @@ pub(crate) mod tests {
         fn exercise(buf: &[u8]) {
             let _ = parse(buf);
             if let Ok(it) = entries(buf) {
-                for e in it {
-                    if let Ok(e) = e {
-                        let _ = (e.value.as_long(), e.value.as_str());
-                    }
+                for e in it.flatten() {
+                    let _ = (e.value.as_long(), e.value.as_str());
                 }
             }
         }

@@ -154,7 +154,7 @@ pub fn size_flag(vm_args: &str, name: &str) -> Option<u64> {
         .split_whitespace()
         .filter_map(|a| a.strip_prefix(prefix.as_str()))
         .filter_map(parse_size)
-        .last()
+        .next_back()
 }
 
 /// The last `-XX:+<name>` / `-XX:-<name>` in a JVM argument string.
@@ -167,7 +167,7 @@ pub fn bool_flag(vm_args: &str, name: &str) -> Option<bool> {
             Some(("-", n)) if n == name => Some(false),
             _ => None,
         })
-        .last()
+        .next_back()
 }
 
 /// `-Xms` / `-XX:InitialHeapSize=` from the JVM arguments.
@@ -179,7 +179,7 @@ pub fn initial_heap_from_args(vm_args: &str) -> Option<u64> {
                 .or_else(|| a.strip_prefix("-XX:InitialHeapSize="))
         })
         .filter_map(parse_size)
-        .last()
+        .next_back()
 }
 
 /// `MaxMetaspaceSize` as the MXBean reports it: the value when set, else -1 (unlimited).
@@ -620,7 +620,8 @@ mod tests {
         };
         let before_gc = perf(0, 0, 0);
         let after_gc = perf(100, 200, 3);
-        let table: [(Option<&PerfSnapshot>, Option<LiveMetaspace>, (i64, i64)); 7] = [
+        type Row<'a> = (Option<&'a PerfSnapshot>, Option<LiveMetaspace>, (i64, i64));
+        let table: [Row<'_>; 7] = [
             (None, None, (-1, -1)),
             (Some(&before_gc), None, (-1, -1)),
             (Some(&after_gc), None, (100, 200)),

@@ -86,6 +86,9 @@ pub struct BaseHealth {
     pub cpu: CpuInfo,
     /// A JVM is tracked and its process lives.
     pub jvm_alive: bool,
+    /// The tracked JVM's pid in the agent's pid namespace (None when none is tracked or its
+    /// pid is not visible).
+    pub pid: Option<u32>,
     /// Alive and making progress (see [`HealthConfig::hang_threshold`]); drives `masterBizInfo`.
     pub healthy: bool,
     /// Why the report is missing or degraded, in words an operator can act on.

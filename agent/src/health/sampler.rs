@@ -55,6 +55,8 @@ struct Probe {
     brand: Option<Option<String>>,
     last_logged_problem: Option<String>,
     last_warning: Option<String>,
+    /// The tracked JVM's exit, reported until another JVM is tracked.
+    last_exit: Option<String>,
 }
 
 #[derive(Debug)]
@@ -104,6 +106,7 @@ impl HealthSampler {
                 None,
             ),
             jvm_alive: false,
+            pid: None,
             healthy: false,
             problem: Some("not sampled yet".to_owned()),
         };
@@ -254,12 +257,12 @@ impl Inner {
         tracing::warn!(jvm = %who, "base JVM exited");
         // Only a socket in our own view of /tmp can be attributed safely; through
         // /proc/<pid>/root a reused pid would point at another process's /tmp.
-        if t.jvm.host_pid.is_none() || t.jvm.tmp_dir == self.cfg.tmp_dir {
-            if let Ok(true) = attach::remove_stale_socket(&t.jvm.tmp_dir, t.jvm.ns_pid, false) {
-                tracing::info!(jvm = %who, "removed the stale attach socket of the exited JVM");
-            }
+        if (t.jvm.host_pid.is_none() || t.jvm.tmp_dir == self.cfg.tmp_dir)
+            && let Ok(true) = attach::remove_stale_socket(&t.jvm.tmp_dir, t.jvm.ns_pid, false)
+        {
+            tracing::info!(jvm = %who, "removed the stale attach socket of the exited JVM");
         }
-        probe.not_found = Some(format!("base JVM {who} exited"));
+        probe.last_exit = Some(format!("base JVM {who} exited"));
         probe.tracked = None;
     }
 
@@ -284,7 +287,7 @@ impl Inner {
                 probe.last_warning = warning;
                 // Our own /tmp seen through /proc/<pid>/root: use the direct path so that
                 // stale-socket clean-up stays possible after the JVM is gone.
-                if same_dir(&jvm.tmp_dir, &self.cfg.tmp_dir) {
+                if discovery::same_file(&jvm.tmp_dir, &self.cfg.tmp_dir) {
                     jvm.tmp_dir = self.cfg.tmp_dir.clone();
                     if let Some(p) = jvm.perf_path.take() {
                         jvm.perf_path = Some(
@@ -310,8 +313,14 @@ impl Inner {
                     hung_for: None,
                 });
                 probe.not_found = None;
+                probe.last_exit = None;
             }
-            Err(nf) => probe.not_found = Some(nf.reason),
+            Err(nf) => {
+                probe.not_found = Some(match &probe.last_exit {
+                    Some(exit) => format!("{exit}; {}", nf.reason),
+                    None => nf.reason,
+                });
+            }
         }
     }
 
@@ -476,11 +485,13 @@ impl Inner {
                 jvm: None,
                 cpu,
                 jvm_alive: false,
+                pid: None,
                 healthy: false,
                 problem: Some(
                     probe
                         .not_found
                         .clone()
+                        .or_else(|| probe.last_exit.clone())
                         .unwrap_or_else(|| "no JVM found".to_owned()),
                 ),
             },
@@ -506,6 +517,7 @@ impl Inner {
                     jvm: Some(info),
                     cpu,
                     jvm_alive: true,
+                    pid: t.jvm.host_pid,
                     healthy: hung.is_none(),
                     problem: hung.or_else(|| t.perf_problem.clone()),
                 }
@@ -541,14 +553,6 @@ fn describe(j: &JvmProcess) -> String {
     match j.host_pid {
         Some(p) => format!("pid {p}"),
         None => format!("pid {} (own namespace)", j.ns_pid),
-    }
-}
-
-fn same_dir(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
     }
 }
 
