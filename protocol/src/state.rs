@@ -147,7 +147,8 @@ pub enum StateChangeReason {
 }
 
 impl StateChangeReason {
-    const ALL: [StateChangeReason; 8] = [
+    /// Every reason, in declaration order.
+    pub const ALL: [StateChangeReason; 8] = [
         StateChangeReason::Created,
         StateChangeReason::Started,
         StateChangeReason::InstallFailed,

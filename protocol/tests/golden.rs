@@ -785,6 +785,39 @@ fn every_fixture_is_covered() {
     );
 }
 
+/// Java's async record echoes the parsed input as `arkBizMeta`: our request types, as decoded
+/// from the same request, serialize to exactly that, once `installStrategy` has its default
+/// (a Java field initializer, so it appears although the request did not send it).
+#[test]
+fn async_records_echo_the_request_as_ark_biz_meta() {
+    let install: InstallBizRequest =
+        lenient::decode_request(&fixture("real-http/23_installBiz_async.req.json"))
+            .unwrap()
+            .unwrap();
+    let with_default = InstallBizRequest {
+        install_strategy: Some(install.strategy().as_str().into()),
+        ..install
+    };
+    let uninstall: BizOpRequest =
+        lenient::decode_request(&fixture("real-http/39_uninstallBiz_async.req.json"))
+            .unwrap()
+            .unwrap();
+    let cases = [
+        (
+            transport::to_value(&with_default, Transport::Http),
+            "real-http/23_installBiz_async.resp.json",
+        ),
+        (
+            transport::to_value(&uninstall, Transport::Http),
+            "real-http/39_uninstallBiz_async.resp.json",
+        ),
+    ];
+    for (ours, file) in cases {
+        let captured = &fixture_json(file)["data"]["arkBizMeta"];
+        json_diff(captured, &ours).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+}
+
 /// The transport decides enum spelling, so decoding a capture and writing it for the other
 /// transport must change exactly the enum values: a guard against the round trip above
 /// passing only because enums are copied through as text.
