@@ -540,7 +540,11 @@ proptest! {
         decode_message::<Envelope<BizOperationResponse>>(&body);
         decode_message::<Envelope<BatchInstallBizResponseMsg>>(&body);
         decode_message::<Envelope<Output<Health>>>(&body);
+        // Legacy `base/biz`: the HTTP queryAllBiz output, enveloped.
+        decode_message::<Envelope<Output<Vec<BizInfo>>>>(&body);
         decode_message::<CommandReply>(&body);
+        decode_message::<BaseStatus>(&body);
+        decode_message::<ProcessRecord>(&body);
         decode_message::<Vec<BizSpec>>(&body);
         decode_message::<BizModel>(&body);
         decode_message::<HealthData>(&body);
