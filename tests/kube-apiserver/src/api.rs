@@ -1,0 +1,2047 @@
+//! Request routing and the verbs: get, list, watch, create, update, patch,
+//! delete, deletecollection, plus the `status`, `binding` and `finalize`
+//! subresources.
+
+use crate::discovery;
+use crate::errors::{ApiError, ApiResult, Target, cause};
+use crate::kinds::{self, Sub};
+use crate::patch::{self, PatchType};
+use crate::resources::{self, ResourceDef, Storage};
+use crate::selectors::{FieldSelector, LabelSelector, labels_of};
+use crate::ssa;
+use crate::store::{EventType, HistoryError, Key, Snapshot, State, Store};
+use crate::table::{self, IncludeObject};
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use chrono::{SecondsFormat, Utc};
+use http::{HeaderMap, Method, StatusCode};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Server settings that tests may tune.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Interval between watch bookmarks (when the client allows them).
+    pub bookmark_interval: Duration,
+    /// Watch timeout when the client gives none (the real server picks a
+    /// random value around 30 minutes).
+    pub default_watch_timeout: Duration,
+    /// How long a request for a resourceVersion newer than the store's
+    /// waits before answering 504 "Too large resource version".
+    pub too_large_wait: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            bookmark_interval: Duration::from_secs(60),
+            default_watch_timeout: Duration::from_secs(1800),
+            too_large_wait: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Shared server state.
+#[derive(Debug)]
+pub struct App {
+    /// The store.
+    pub store: Store,
+    /// Settings.
+    pub settings: Settings,
+    /// `host:port` the server listens on.
+    pub address: String,
+    /// Flips to true on shutdown (ends watches).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+type Query = HashMap<String, String>;
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn json_response(code: StatusCode, v: &Value) -> Response {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    (
+        code,
+        [(http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+/// How to render objects for this request (from the Accept header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Render {
+    Object,
+    Table,
+    Metadata,
+}
+
+fn negotiate(headers: &HeaderMap) -> ApiResult<Render> {
+    let accept = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim();
+    if accept.is_empty() {
+        return Ok(Render::Object);
+    }
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let mt = parts.next().unwrap_or("").to_ascii_lowercase();
+        let params: HashMap<String, String> = parts
+            .filter_map(|p| {
+                p.split_once('=')
+                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            })
+            .collect();
+        if !(mt == "application/json" || mt == "*/*" || mt == "application/*") {
+            continue;
+        }
+        match params.get("as").map(String::as_str) {
+            None => return Ok(Render::Object),
+            Some("Table") => {
+                if params.get("g").map(String::as_str) == Some("meta.k8s.io")
+                    && matches!(
+                        params.get("v").map(String::as_str),
+                        Some("v1") | Some("v1beta1")
+                    )
+                {
+                    return Ok(Render::Table);
+                }
+            }
+            Some("PartialObjectMetadata") | Some("PartialObjectMetadataList") => {
+                if params.get("g").map(String::as_str) == Some("meta.k8s.io") {
+                    return Ok(Render::Metadata);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    Err(ApiError::not_acceptable(accept))
+}
+
+fn parse_query(uri: &http::Uri) -> Query {
+    let mut q = HashMap::new();
+    if let Some(s) = uri.query() {
+        for (k, v) in form_urlencoded::parse(s.as_bytes()) {
+            q.insert(k.into_owned(), v.into_owned());
+        }
+    }
+    q
+}
+
+fn qbool(q: &Query, k: &str) -> Option<bool> {
+    q.get(k).map(|v| v == "true" || v == "1")
+}
+
+/// The entry point: every request comes here.
+pub async fn handle(app: Arc<App>, req: axum::extract::Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, 64 * 1024 * 1024).await {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError::bad_request(format!("reading request body: {e}")).into_response();
+        }
+    };
+    match route(app, parts.method, parts.uri, parts.headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn route(
+    app: Arc<App>,
+    method: Method,
+    uri: http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let path = uri.path().trim_end_matches('/').to_string();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let q = parse_query(&uri);
+    let is_get = method == Method::GET;
+    // Non-resource paths.
+    match segs.as_slice() {
+        [] => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/openapi/v3", "/readyz", "/version"]}),
+            ));
+        }
+        ["healthz" | "livez" | "readyz"] if is_get => {
+            return Ok((
+                StatusCode::OK,
+                [(http::header::CONTENT_TYPE, "text/plain")],
+                "ok",
+            )
+                .into_response());
+        }
+        ["version"] if is_get => return Ok(json_response(StatusCode::OK, &discovery::version())),
+        ["api"] if is_get => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &discovery::api_versions(&app.address),
+            ));
+        }
+        ["api", "v1"] if is_get => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &discovery::resource_list("", "v1"),
+            ));
+        }
+        ["apis"] if is_get => {
+            return Ok(json_response(StatusCode::OK, &discovery::api_group_list()));
+        }
+        ["apis", g] if is_get => {
+            return discovery::api_group(g)
+                .map(|v| json_response(StatusCode::OK, &v))
+                .ok_or_else(ApiError::no_route);
+        }
+        ["apis", g, v] if is_get => {
+            if resources::group_version_exists(g, v) {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &discovery::resource_list(g, v),
+                ));
+            }
+            return Err(ApiError::no_route());
+        }
+        ["openapi", "v3"] if is_get => {
+            return Ok(json_response(StatusCode::OK, &discovery::openapi_v3_root()));
+        }
+        ["openapi", "v3", rest @ ..] if is_get => {
+            return discovery::openapi_v3_gv(&rest.join("/"))
+                .map(|v| json_response(StatusCode::OK, &v))
+                .ok_or_else(ApiError::no_route);
+        }
+        _ => {}
+    }
+    let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(ApiError::no_route()),
+    };
+    let (watch_prefix, rest) = match rest {
+        ["watch", r @ ..] => (true, r),
+        r => (false, r),
+    };
+    // Resolve namespace / resource / name / subresource.
+    let lookup = |plural: &str| resources::find(group, version, plural);
+    let (def, ns, name, sub): (&ResourceDef, Option<String>, Option<String>, Option<String>) =
+        match rest {
+            ["namespaces", ns, plural, tail @ ..]
+                if lookup(plural).is_some_and(|d| d.namespaced) =>
+            {
+                let def = lookup(plural).expect("checked");
+                match tail {
+                    [] => (def, Some(ns.to_string()), None, None),
+                    [name] => (def, Some(ns.to_string()), Some(name.to_string()), None),
+                    [name, sub] => (
+                        def,
+                        Some(ns.to_string()),
+                        Some(name.to_string()),
+                        Some(sub.to_string()),
+                    ),
+                    _ => return Err(ApiError::no_route()),
+                }
+            }
+            [plural, tail @ ..] if lookup(plural).is_some() => {
+                let def = lookup(plural).expect("checked");
+                match (def.namespaced, tail) {
+                    (_, []) => (def, None, None, None),
+                    (false, [name]) => (def, None, Some(name.to_string()), None),
+                    (false, [name, sub]) => {
+                        (def, None, Some(name.to_string()), Some(sub.to_string()))
+                    }
+                    _ => return Err(ApiError::no_route()),
+                }
+            }
+            _ => return Err(ApiError::no_route()),
+        };
+    let sub = match sub.as_deref() {
+        None => Sub::Main,
+        Some("status") if def.has_status => Sub::Status,
+        Some("finalize") if def.storage == Storage::Namespaces => Sub::Finalize,
+        Some("binding") if def.storage == Storage::Pods => {
+            if method != Method::POST {
+                return Err(ApiError::method_not_allowed());
+            }
+            let name = name.expect("binding has a name");
+            let ns = ns.expect("pods are namespaced");
+            return binding(&app, def, &ns, &name, &body, &headers, &q);
+        }
+        Some(_) => return Err(ApiError::no_route()),
+    };
+    let r = Req {
+        app: &app,
+        def,
+        ns: ns.as_deref(),
+        name: name.as_deref(),
+        sub,
+        q: &q,
+        headers: &headers,
+        body: &body,
+    };
+    if watch_prefix {
+        if method != Method::GET || sub != Sub::Main {
+            return Err(ApiError::method_not_allowed());
+        }
+        return watch(&r).await;
+    }
+    match (method, name.is_some()) {
+        (Method::GET, false) => {
+            if qbool(&q, "watch") == Some(true) {
+                watch(&r).await
+            } else {
+                list(&r).await
+            }
+        }
+        (Method::GET, true) => {
+            if qbool(&q, "watch") == Some(true) {
+                return Err(ApiError::bad_request(
+                    "watch is not supported on a single object path; use a fieldSelector on metadata.name",
+                ));
+            }
+            get(&r)
+        }
+        (Method::POST, false) if sub == Sub::Main => {
+            if def.namespaced && ns.is_none() {
+                return Err(ApiError::method_not_allowed());
+            }
+            create(&r)
+        }
+        (Method::PUT, true) => update(&r),
+        (Method::PATCH, true) if sub != Sub::Finalize => patch_object(&r),
+        (Method::DELETE, true) if sub == Sub::Main => delete(&r),
+        (Method::DELETE, false) if sub == Sub::Main => {
+            if !def.verbs.contains(&"deletecollection") || (def.namespaced && ns.is_none()) {
+                return Err(ApiError::method_not_allowed());
+            }
+            delete_collection(&r)
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+struct Req<'a> {
+    app: &'a Arc<App>,
+    def: &'static ResourceDef,
+    ns: Option<&'a str>,
+    name: Option<&'a str>,
+    sub: Sub,
+    q: &'a Query,
+    headers: &'a HeaderMap,
+    body: &'a Bytes,
+}
+
+impl Req<'_> {
+    fn target<'b>(&self, name: &'b str) -> Target<'b> {
+        Target {
+            group: self.def.group,
+            resource: self.def.plural,
+            kind: self.def.kind,
+            name,
+        }
+    }
+    fn key(&self, name: &str) -> Key {
+        (
+            self.def.storage,
+            self.ns.unwrap_or("").to_string(),
+            name.to_string(),
+        )
+    }
+    fn dry_run(&self) -> ApiResult<bool> {
+        match self.q.get("dryRun").map(String::as_str) {
+            None | Some("") => Ok(false),
+            Some("All") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "unsupported dryRun value {other:?}: only \"All\""
+            ))),
+        }
+    }
+    fn manager(&self) -> String {
+        if let Some(m) = self.q.get("fieldManager").filter(|m| !m.is_empty()) {
+            return m.clone();
+        }
+        // The real default: the User-Agent up to the first '/'.
+        let ua = self
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("unknown");
+        let m = ua.split('/').next().unwrap_or(ua);
+        m.chars().take(128).collect()
+    }
+}
+
+fn target_of<'a>(def: &'static ResourceDef, name: &'a str) -> Target<'a> {
+    Target {
+        group: def.group,
+        resource: def.plural,
+        kind: def.kind,
+        name,
+    }
+}
+
+fn target_static<'a>(def: &'static ResourceDef, name: &'a str) -> Target<'a> {
+    Target {
+        group: def.group,
+        resource: def.plural,
+        kind: def.kind,
+        name,
+    }
+}
+
+/// Renders a stored object in the API version of `def`.
+pub fn view(def: &ResourceDef, obj: &Value) -> Value {
+    if def.is_events_v1() {
+        kinds::event_to_v1(obj)
+    } else {
+        obj.clone()
+    }
+}
+
+/// Brings an incoming object of `def` into storage form.
+fn to_storage(def: &ResourceDef, obj: Value) -> Value {
+    if def.is_events_v1() {
+        kinds::event_from_v1(&obj)
+    } else {
+        obj
+    }
+}
+
+fn parse_body(r: &Req<'_>) -> ApiResult<Value> {
+    let ct = r
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let base = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let v: Value = match base.as_str() {
+        "application/json" | "" | "*/*" => serde_json::from_slice(r.body).map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        })?,
+        "application/yaml" => serde_norway::from_slice(r.body)
+            .map_err(|e| ApiError::bad_request(format!("yaml parse error: {e}")))?,
+        _ => {
+            return Err(ApiError::unsupported_media_type(
+                ct,
+                &["application/json", "application/yaml"],
+            ));
+        }
+    };
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body is not a JSON object",
+        ));
+    }
+    Ok(v)
+}
+
+/// Checks apiVersion/kind of a body against the endpoint (missing ones are
+/// filled from the URL, as the real decoder does).
+fn check_type(def: &ResourceDef, obj: &mut Value) -> ApiResult<()> {
+    let want_av = def.api_version();
+    match obj["apiVersion"].as_str() {
+        None | Some("") => obj["apiVersion"] = json!(want_av),
+        Some(av) if av == want_av => {}
+        Some(av) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({want_av})"
+            )));
+        }
+    }
+    match obj["kind"].as_str() {
+        None | Some("") => obj["kind"] = json!(def.kind),
+        Some(k) if k == def.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                def.kind
+            )));
+        }
+    }
+    if !obj["metadata"].is_object() {
+        if obj["metadata"].is_null() {
+            obj["metadata"] = json!({});
+        } else {
+            return Err(ApiError::bad_request("metadata must be an object"));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- reads
+
+fn get(r: &Req<'_>) -> ApiResult<Response> {
+    let name = r.name.expect("get has a name");
+    let render = negotiate(r.headers)?;
+    let obj = {
+        let st = r.app.store.lock();
+        st.objects.get(&r.key(name)).cloned()
+    };
+    let obj = obj.ok_or_else(|| ApiError::not_found(r.target(name)))?;
+    let out = match render {
+        Render::Object => view(r.def, &obj),
+        Render::Metadata => table::partial_metadata(&obj),
+        Render::Table => table::table(
+            r.def,
+            std::slice::from_ref(&obj),
+            |o| view(r.def, o),
+            IncludeObject::parse(r.q.get("includeObject").map(String::as_str)),
+            json!({"resourceVersion": obj["metadata"]["resourceVersion"]}),
+        ),
+    };
+    Ok(json_response(StatusCode::OK, &out))
+}
+
+fn parse_rv(s: &str) -> ApiResult<u64> {
+    s.parse::<u64>().map_err(|_| ApiError {
+        code: 400,
+        reason: "BadRequest",
+        message: format!("invalid resource version: {s:?}"),
+        details: None,
+    })
+}
+
+fn too_large(rv: u64, current: u64) -> ApiError {
+    let mut e = ApiError::timeout(format!(
+        "Too large resource version: {rv}, current: {current}"
+    ));
+    e.details = Some(json!({
+        "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+        "retryAfterSeconds": 1
+    }));
+    e
+}
+
+async fn wait_for_rv(app: &App, rv: u64) -> ApiResult<()> {
+    let mut rx = app.store.subscribe();
+    let deadline = tokio::time::Instant::now() + app.settings.too_large_wait;
+    loop {
+        let current = app.store.lock().rv;
+        if current >= rv {
+            return Ok(());
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return Err(too_large(rv, app.store.lock().rv)),
+        }
+    }
+}
+
+fn encode_continue(snapshot: u64, offset: usize) -> String {
+    format!("koupleless.{snapshot}.{offset}")
+}
+
+fn decode_continue(tok: &str) -> ApiResult<(u64, usize)> {
+    let bad = || ApiError::bad_request(format!("invalid continue token {tok:?}"));
+    let rest = tok.strip_prefix("koupleless.").ok_or_else(bad)?;
+    let (a, b) = rest.split_once('.').ok_or_else(bad)?;
+    Ok((a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?))
+}
+
+fn list_options(r: &Req<'_>) -> ApiResult<(LabelSelector, FieldSelector)> {
+    let ls = LabelSelector::parse(r.q.get("labelSelector").map(String::as_str).unwrap_or(""))?;
+    let fs = FieldSelector::parse(
+        r.q.get("fieldSelector").map(String::as_str).unwrap_or(""),
+        r.def,
+    )?;
+    Ok((ls, fs))
+}
+
+fn invalid_list_option(field: &str, value: &str, why: &str) -> ApiError {
+    ApiError {
+        code: 422,
+        reason: "Invalid",
+        message: format!("ListOptions.meta.k8s.io \"\" is invalid: {field}: {why}"),
+        details: Some(json!({"kind": "ListOptions", "group": "meta.k8s.io",
+            "causes": [{"reason": "FieldValueInvalid", "message": why, "field": field, "value": value}]})),
+    }
+}
+
+async fn list(r: &Req<'_>) -> ApiResult<Response> {
+    let render = negotiate(r.headers)?;
+    let (ls, fs) = list_options(r)?;
+    let limit = match r.q.get("limit") {
+        Some(l) if !l.is_empty() => {
+            let n: i64 = l
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?;
+            if n > 0 { Some(n as usize) } else { None }
+        }
+        _ => None,
+    };
+    let rv_param = r.q.get("resourceVersion").map(String::as_str).unwrap_or("");
+    let rvm =
+        r.q.get("resourceVersionMatch")
+            .map(String::as_str)
+            .unwrap_or("");
+    let cont = r.q.get("continue").map(String::as_str).unwrap_or("");
+    if !rvm.is_empty() && rv_param.is_empty() {
+        return Err(invalid_list_option(
+            "resourceVersionMatch",
+            rvm,
+            "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided",
+        ));
+    }
+    if !rvm.is_empty() && rvm != "Exact" && rvm != "NotOlderThan" {
+        return Err(invalid_list_option(
+            "resourceVersionMatch",
+            rvm,
+            &format!("Unsupported value: {rvm:?}: supported values: \"Exact\", \"NotOlderThan\""),
+        ));
+    }
+    if !cont.is_empty() && !rv_param.is_empty() && rv_param != "0" {
+        return Err(invalid_list_option(
+            "resourceVersion",
+            rv_param,
+            "Forbidden: specifying resource version is not allowed when using continue",
+        ));
+    }
+    if rvm == "Exact" && rv_param == "0" {
+        return Err(invalid_list_option(
+            "resourceVersionMatch",
+            rvm,
+            "Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+        ));
+    }
+    let (rv, items, filtered, offset): (u64, Arc<Vec<Value>>, bool, usize) = if !cont.is_empty() {
+        let (id, offset) = decode_continue(cont)?;
+        let st = r.app.store.lock();
+        match st.snapshots.get(&id) {
+            Some(s) => (s.rv, s.items.clone(), s.filtered, offset),
+            None => {
+                return Err(ApiError::expired(
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+                ));
+            }
+        }
+    } else {
+        if !rv_param.is_empty() && rv_param != "0" {
+            let want = parse_rv(rv_param)?;
+            let current = r.app.store.lock().rv;
+            if rvm == "Exact" {
+                if want < current {
+                    return Err(ApiError::expired(format!(
+                        "The resourceVersion for the provided list is too old (this test server serves lists only at the current resourceVersion {current}, not at {want})."
+                    )));
+                }
+                if want > current {
+                    wait_for_rv(r.app, want).await?;
+                }
+            } else if want > current {
+                wait_for_rv(r.app, want).await?;
+            }
+        }
+        let st = r.app.store.lock();
+        if rvm == "Exact" {
+            let want = parse_rv(rv_param)?;
+            if want != st.rv {
+                return Err(ApiError::expired(format!(
+                    "The resourceVersion for the provided list is too old (this test server serves lists only at the current resourceVersion {}, not at {want}).",
+                    st.rv
+                )));
+            }
+        }
+        let items: Vec<Value> = st
+            .list(r.def.storage, r.ns)
+            .into_iter()
+            .filter(|o| ls.matches(&labels_of(o)) && fs.matches(o))
+            .collect();
+        (st.rv, Arc::new(items), !ls.is_empty() || !fs.is_empty(), 0)
+    };
+    let end = match limit {
+        Some(l) => (offset + l).min(items.len()),
+        None => items.len(),
+    };
+    let page: Vec<Value> = items
+        .get(offset..end)
+        .map(<[Value]>::to_vec)
+        .unwrap_or_default();
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if end < items.len() {
+        let id = if cont.is_empty() {
+            let mut st = r.app.store.lock();
+            st.save_snapshot(Snapshot {
+                rv,
+                items: items.clone(),
+                filtered,
+            })
+        } else {
+            decode_continue(cont)?.0
+        };
+        meta["continue"] = json!(encode_continue(id, end));
+        if !filtered {
+            meta["remainingItemCount"] = json!(items.len() - end);
+        }
+    }
+    let out = match render {
+        Render::Object => json!({
+            "kind": r.def.list_kind(),
+            "apiVersion": r.def.api_version(),
+            "metadata": meta,
+            "items": page.iter().map(|o| view(r.def, o)).collect::<Vec<_>>(),
+        }),
+        Render::Metadata => json!({
+            "kind": "PartialObjectMetadataList",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": meta,
+            "items": page.iter().map(table::partial_metadata).collect::<Vec<_>>(),
+        }),
+        Render::Table => table::table(
+            r.def,
+            &page,
+            |o| view(r.def, o),
+            IncludeObject::parse(r.q.get("includeObject").map(String::as_str)),
+            meta,
+        ),
+    };
+    Ok(json_response(StatusCode::OK, &out))
+}
+
+// ---------------------------------------------------------------- watch
+
+struct WatchSpec {
+    def: &'static ResourceDef,
+    ns: Option<String>,
+    ls: LabelSelector,
+    fs: FieldSelector,
+    render: Render,
+    include: IncludeObject,
+    bookmarks: bool,
+}
+
+impl WatchSpec {
+    fn passes(&self, obj: &Value) -> bool {
+        self.ls.matches(&labels_of(obj)) && self.fs.matches(obj)
+    }
+
+    fn render_obj(&self, obj: &Value) -> Value {
+        match self.render {
+            Render::Object => view(self.def, obj),
+            Render::Metadata => table::partial_metadata(obj),
+            Render::Table => table::table(
+                self.def,
+                std::slice::from_ref(obj),
+                |o| view(self.def, o),
+                self.include,
+                json!({"resourceVersion": obj["metadata"]["resourceVersion"]}),
+            ),
+        }
+    }
+
+    fn line(&self, etype: &str, obj: &Value) -> Bytes {
+        let mut v = serde_json::to_vec(&json!({"type": etype, "object": self.render_obj(obj)}))
+            .unwrap_or_default();
+        v.push(b'\n');
+        Bytes::from(v)
+    }
+
+    fn bookmark(&self, rv: u64, initial_end: bool) -> Bytes {
+        let mut meta = json!({"resourceVersion": rv.to_string()});
+        if initial_end {
+            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let obj = match self.render {
+            Render::Object => {
+                json!({"kind": self.def.kind, "apiVersion": self.def.api_version(), "metadata": meta})
+            }
+            Render::Metadata | Render::Table => {
+                json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
+            }
+        };
+        let mut v =
+            serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
+        v.push(b'\n');
+        Bytes::from(v)
+    }
+
+    fn error_line(e: &ApiError) -> Bytes {
+        let mut v =
+            serde_json::to_vec(&json!({"type": "ERROR", "object": e.status()})).unwrap_or_default();
+        v.push(b'\n');
+        Bytes::from(v)
+    }
+}
+
+async fn watch(r: &Req<'_>) -> ApiResult<Response> {
+    let render = negotiate(r.headers)?;
+    let (ls, mut fs) = list_options(r)?;
+    if let Some(name) = r.name {
+        // legacy /watch/.../<name> path
+        fs.0.push(crate::selectors::FieldReq {
+            field: "metadata.name".into(),
+            negate: false,
+            value: name.to_string(),
+        });
+    }
+    let rv_param = r.q.get("resourceVersion").cloned().unwrap_or_default();
+    let rvm = r.q.get("resourceVersionMatch").cloned().unwrap_or_default();
+    let bookmarks = qbool(r.q, "allowWatchBookmarks") == Some(true);
+    let send_initial = qbool(r.q, "sendInitialEvents");
+    if let Some(si) = send_initial {
+        if rvm != "NotOlderThan" {
+            return Err(invalid_list_option(
+                "resourceVersionMatch",
+                &rvm,
+                "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+        if si && !bookmarks {
+            return Err(invalid_list_option(
+                "allowWatchBookmarks",
+                "false",
+                "Required value: sendInitialEvents requires setting allowWatchBookmarks to true",
+            ));
+        }
+    } else if !rvm.is_empty() {
+        return Err(invalid_list_option(
+            "resourceVersionMatch",
+            &rvm,
+            "Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+        ));
+    }
+    let timeout = match r.q.get("timeoutSeconds") {
+        Some(t) if !t.is_empty() => {
+            let n: u64 = t
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?;
+            Duration::from_secs(n)
+        }
+        _ => r.app.settings.default_watch_timeout,
+    };
+    let spec = WatchSpec {
+        def: r.def,
+        ns: r.ns.map(str::to_string),
+        ls,
+        fs,
+        render,
+        include: IncludeObject::parse(r.q.get("includeObject").map(String::as_str)),
+        bookmarks,
+    };
+    let explicit_rv = if rv_param.is_empty() || rv_param == "0" {
+        None
+    } else {
+        Some(parse_rv(&rv_param)?)
+    };
+    let mut prelude: Vec<Bytes> = Vec::new();
+    let mut error: Option<ApiError> = None;
+    if let Some(want) = explicit_rv
+        && let Err(e) = wait_for_rv(r.app, want).await
+    {
+        error = Some(e);
+    }
+    let start_rv;
+    {
+        let st = r.app.store.lock();
+        let initial = match send_initial {
+            Some(si) => si,
+            None => explicit_rv.is_none(),
+        };
+        if initial {
+            for o in st.list(r.def.storage, r.ns) {
+                if spec.passes(&o) {
+                    prelude.push(spec.line("ADDED", &o));
+                }
+            }
+            start_rv = st.rv;
+            if send_initial == Some(true) {
+                prelude.push(spec.bookmark(st.rv, true));
+            }
+        } else {
+            start_rv = match explicit_rv {
+                Some(rv) => rv,
+                None => st.rv,
+            };
+            if error.is_none()
+                && let Err(HistoryError::TooOld { oldest }) = st.events_since(start_rv)
+            {
+                error = Some(ApiError::expired(format!(
+                    "too old resource version: {start_rv} ({})",
+                    oldest
+                )));
+            }
+        }
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let store_rx = r.app.store.subscribe();
+    let mut shutdown = r.app.shutdown.clone();
+    let bookmark_interval = r.app.settings.bookmark_interval;
+    let app_arc = r.app.clone();
+    tokio::spawn(async move {
+        let mut store_rx = store_rx;
+        for line in prelude {
+            if tx.send(line).await.is_err() {
+                return;
+            }
+        }
+        if let Some(e) = error {
+            let _ = tx.send(WatchSpec::error_line(&e)).await;
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last_rv = start_rv;
+        let mut next_bookmark = tokio::time::Instant::now() + bookmark_interval;
+        loop {
+            let evs = {
+                let st = app_arc.store.lock();
+                st.events_since(last_rv)
+            };
+            match evs {
+                Err(HistoryError::TooOld { oldest }) => {
+                    let e = ApiError::expired(format!(
+                        "too old resource version: {last_rv} ({oldest})"
+                    ));
+                    let _ = tx.send(WatchSpec::error_line(&e)).await;
+                    return;
+                }
+                Ok(evs) => {
+                    for ev in evs {
+                        last_rv = ev.rv;
+                        if ev.storage != spec.def.storage {
+                            continue;
+                        }
+                        if let Some(ns) = &spec.ns
+                            && *ns != ev.namespace
+                        {
+                            continue;
+                        }
+                        let cur = ev.etype != EventType::Deleted && spec.passes(&ev.object);
+                        let old = ev.prev.as_ref().is_some_and(|p| spec.passes(p));
+                        let line = match (cur, old) {
+                            (true, false) => Some(spec.line("ADDED", &ev.object)),
+                            (true, true) => Some(spec.line("MODIFIED", &ev.object)),
+                            (false, true) => {
+                                if ev.etype == EventType::Deleted {
+                                    Some(spec.line("DELETED", &ev.object))
+                                } else {
+                                    let mut o = ev.prev.clone().unwrap_or_default();
+                                    o["metadata"]["resourceVersion"] = json!(ev.rv.to_string());
+                                    Some(spec.line("DELETED", &o))
+                                }
+                            }
+                            (false, false) => None,
+                        };
+                        if let Some(l) = line
+                            && tx.send(l).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                res = store_rx.changed() => { if res.is_err() { return; } }
+                _ = tokio::time::sleep_until(deadline) => {
+                    if spec.bookmarks {
+                        let rv = app_arc.store.lock().rv.max(last_rv);
+                        // only advertise versions whose events were delivered
+                        let rv = if rv == last_rv { rv } else { last_rv };
+                        let _ = tx.send(spec.bookmark(rv, false)).await;
+                    }
+                    return;
+                }
+                _ = tokio::time::sleep_until(next_bookmark), if spec.bookmarks => {
+                    next_bookmark = tokio::time::Instant::now() + bookmark_interval;
+                    // deliver pending events first, then the bookmark
+                    let pending = app_arc.store.lock().rv > last_rv;
+                    if !pending && tx.send(spec.bookmark(last_rv, false)).await.is_err() {
+                        return;
+                    }
+                }
+                _ = shutdown.changed() => { return; }
+                _ = tx.closed() => { return; }
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<Bytes, std::convert::Infallible>(b), rx))
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CACHE_CONTROL, "no-cache, private")
+        .body(Body::from_stream(stream))
+        .expect("valid response"))
+}
+
+// ---------------------------------------------------------------- writes
+
+/// Per-request write context.
+struct WriteCtx {
+    manager: String,
+    api_version: String,
+    now: String,
+    dry_run: bool,
+}
+
+impl WriteCtx {
+    fn of(r: &Req<'_>) -> ApiResult<Self> {
+        Ok(WriteCtx {
+            manager: r.manager(),
+            api_version: r.def.api_version(),
+            now: now(),
+            dry_run: r.dry_run()?,
+        })
+    }
+}
+
+/// Who computes managedFields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Managed {
+    /// An update by `WriteCtx::manager`.
+    Update,
+    /// Already computed (server-side apply).
+    Preset,
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
+    obj["metadata"][field].as_str().unwrap_or("")
+}
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    uuid::Uuid::new_v4().as_bytes()[..5]
+        .iter()
+        .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
+        .collect()
+}
+
+fn ns_def() -> &'static ResourceDef {
+    resources::find("", "v1", "namespaces").expect("namespaces are served")
+}
+
+fn def_of_storage(s: Storage) -> &'static ResourceDef {
+    resources::RESOURCES
+        .iter()
+        .find(|d| d.storage == s)
+        .expect("every storage is served")
+}
+
+fn is_terminating(ns_obj: &Value) -> bool {
+    !ns_obj["metadata"]["deletionTimestamp"].is_null() || ns_obj["status"]["phase"] == "Terminating"
+}
+
+fn ensure_namespace(st: &State, def: &'static ResourceDef, ns: &str, name: &str) -> ApiResult<()> {
+    match st
+        .objects
+        .get(&(Storage::Namespaces, String::new(), ns.to_string()))
+    {
+        None => Err(ApiError::not_found(target_static(ns_def(), ns))),
+        Some(n) if is_terminating(n) => {
+            let mut e = ApiError::forbidden(
+                target_static(def, name),
+                &format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                ),
+            );
+            if let Some(d) = e.details.as_mut() {
+                d["causes"] = json!([{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]);
+            }
+            Err(e)
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+fn set_namespace(def: &ResourceDef, obj: &mut Value, ns: Option<&str>) -> ApiResult<()> {
+    if def.namespaced {
+        let ns = ns.unwrap_or("");
+        let body_ns = meta_str(obj, "namespace");
+        if !body_ns.is_empty() && body_ns != ns {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        obj["metadata"]["namespace"] = json!(ns);
+    } else if let Some(m) = obj["metadata"].as_object_mut() {
+        m.remove("namespace");
+    }
+    Ok(())
+}
+
+fn do_create(
+    st: &mut State,
+    def: &'static ResourceDef,
+    ns: Option<&str>,
+    mut obj: Value,
+    w: &WriteCtx,
+    managed: Managed,
+) -> ApiResult<Value> {
+    set_namespace(def, &mut obj, ns)?;
+    if !meta_str(&obj, "resourceVersion").is_empty() {
+        return Err(ApiError::internal(
+            "resourceVersion should not be set on objects to be created",
+        ));
+    }
+    let mut generated = false;
+    if meta_str(&obj, "name").is_empty() {
+        let gen_name = meta_str(&obj, "generateName").to_string();
+        if !gen_name.is_empty() {
+            let base: String = gen_name.chars().take(58).collect();
+            obj["metadata"]["name"] = json!(format!("{base}{}", random_suffix()));
+            generated = true;
+        }
+    }
+    let meta = obj["metadata"]
+        .as_object_mut()
+        .expect("metadata is an object");
+    for k in [
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+        "generation",
+    ] {
+        meta.remove(k);
+    }
+    meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    meta.insert("creationTimestamp".into(), json!(w.now));
+    if meta
+        .get("managedFields")
+        .is_some_and(|m| m.as_array().is_some_and(|a| a.is_empty()))
+    {
+        meta.remove("managedFields");
+    }
+    kinds::apply_defaults(def, &mut obj);
+    let name = meta_str(&obj, "name").to_string();
+    let errs = kinds::validate(def, &obj, None);
+    if !errs.is_empty() {
+        return Err(ApiError::invalid(target_of(def, &name), errs));
+    }
+    if def.namespaced {
+        ensure_namespace(st, def, ns.unwrap_or(""), &name)?;
+    }
+    let key: Key = (
+        def.storage,
+        ns.filter(|_| def.namespaced).unwrap_or("").to_string(),
+        name.clone(),
+    );
+    if st.objects.contains_key(&key) {
+        let mut e = ApiError::already_exists(target_of(def, &name));
+        if generated {
+            e.message
+                .push_str(", the server was not able to generate a unique name for the object");
+        }
+        return Err(e);
+    }
+    kinds::prepare_create(def, &mut obj, st);
+    if managed == Managed::Update {
+        ssa::record_update(
+            def.kind,
+            None,
+            &mut obj,
+            &w.manager,
+            &w.api_version,
+            "",
+            &w.now,
+        );
+    }
+    if w.dry_run {
+        return Ok(obj);
+    }
+    Ok(st.put(key, obj))
+}
+
+/// The shared tail of update, patch and apply on an existing object.
+#[allow(clippy::too_many_arguments)]
+fn finish_update(
+    st: &mut State,
+    def: &'static ResourceDef,
+    key: &Key,
+    sub: Sub,
+    old: &Value,
+    mut new: Value,
+    w: &WriteCtx,
+    managed: Managed,
+) -> ApiResult<Value> {
+    let name = key.2.as_str();
+    new["apiVersion"] = old["apiVersion"].clone();
+    new["kind"] = old["kind"].clone();
+    if !new["metadata"].is_object() {
+        new["metadata"] = json!({});
+    }
+    if sub == Sub::Main {
+        kinds::apply_defaults(def, &mut new);
+    }
+    kinds::isolate(def, sub, &mut new, old);
+    {
+        let nm = new["metadata"]
+            .as_object_mut()
+            .expect("metadata is an object");
+        for k in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "generateName",
+        ] {
+            match old["metadata"].get(k) {
+                Some(v) if !v.is_null() => {
+                    nm.insert(k.to_string(), v.clone());
+                }
+                _ => {
+                    if k != "generateName" {
+                        nm.remove(k);
+                    }
+                }
+            }
+        }
+        nm.remove("selfLink");
+        nm.insert(
+            "resourceVersion".into(),
+            old["metadata"]["resourceVersion"].clone(),
+        );
+    }
+    if def.has_generation && sub == Sub::Main && kinds::spec_changed(&new, old) {
+        let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+        new["metadata"]["generation"] = json!(g);
+    }
+    if !old["metadata"]["deletionTimestamp"].is_null() {
+        let old_f: Vec<&Value> = old["metadata"]["finalizers"]
+            .as_array()
+            .map(|a| a.iter().collect())
+            .unwrap_or_default();
+        let added: Vec<String> = new["metadata"]["finalizers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|f| !old_f.contains(f))
+                    .map(|f| f.as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !added.is_empty() {
+            return Err(ApiError::invalid(
+                target_of(def, name),
+                vec![cause(
+                    "FieldValueForbidden",
+                    "metadata.finalizers",
+                    format!(
+                        "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
+                    ),
+                )],
+            ));
+        }
+    }
+    let errs = kinds::validate(def, &new, Some(old));
+    if !errs.is_empty() {
+        return Err(ApiError::invalid(target_of(def, name), errs));
+    }
+    if managed == Managed::Update {
+        ssa::record_update(
+            def.kind,
+            Some(old),
+            &mut new,
+            &w.manager,
+            &w.api_version,
+            sub.name().unwrap_or(""),
+            &w.now,
+        );
+    }
+    if new == *old {
+        // Nothing changed: no write, no new resourceVersion, no event.
+        return Ok(old.clone());
+    }
+    if w.dry_run {
+        return Ok(new);
+    }
+    let no_finalizers = new["metadata"]["finalizers"]
+        .as_array()
+        .is_none_or(|a| a.is_empty());
+    let deleting = !old["metadata"]["deletionTimestamp"].is_null();
+    let no_grace = old["metadata"]["deletionGracePeriodSeconds"]
+        .as_i64()
+        .unwrap_or(0)
+        == 0;
+    if no_finalizers && deleting && no_grace {
+        st.objects.insert(key.clone(), new);
+        let gone = st.remove(key).expect("just inserted");
+        after_delete(st, key);
+        return Ok(gone);
+    }
+    Ok(st.put(key.clone(), new))
+}
+
+fn check_body_name(obj: &mut Value, name: &str) -> ApiResult<()> {
+    let body_name = meta_str(obj, "name");
+    if !body_name.is_empty() && body_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    obj["metadata"]["name"] = json!(name);
+    Ok(())
+}
+
+fn create(r: &Req<'_>) -> ApiResult<Response> {
+    let mut obj = parse_body(r)?;
+    check_type(r.def, &mut obj)?;
+    let obj = to_storage(r.def, obj);
+    if r.def.is_events_v1() {
+        let errs = kinds::events_v1_validate(&view(r.def, &obj));
+        if !errs.is_empty() {
+            return Err(ApiError::invalid(r.target(meta_str(&obj, "name")), errs));
+        }
+    }
+    let w = WriteCtx::of(r)?;
+    let out = {
+        let mut st = r.app.store.lock();
+        do_create(&mut st, r.def, r.ns, obj, &w, Managed::Update)?
+    };
+    r.app.store.notify(0);
+    Ok(json_response(StatusCode::CREATED, &view(r.def, &out)))
+}
+
+fn update(r: &Req<'_>) -> ApiResult<Response> {
+    let name = r.name.expect("update has a name");
+    let mut obj = parse_body(r)?;
+    check_type(r.def, &mut obj)?;
+    check_body_name(&mut obj, name)?;
+    let body_ns = meta_str(&obj, "namespace");
+    if r.def.namespaced && !body_ns.is_empty() && Some(body_ns) != r.ns {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    let obj = to_storage(r.def, obj);
+    let w = WriteCtx::of(r)?;
+    let key = r.key(name);
+    let (out, created) = {
+        let mut st = r.app.store.lock();
+        match st.objects.get(&key).cloned() {
+            None => {
+                if r.def.create_on_update && r.sub == Sub::Main {
+                    let mut obj = obj;
+                    if let Some(m) = obj["metadata"].as_object_mut() {
+                        m.remove("resourceVersion");
+                    }
+                    (
+                        do_create(&mut st, r.def, r.ns, obj, &w, Managed::Update)?,
+                        true,
+                    )
+                } else {
+                    return Err(ApiError::not_found(r.target(name)));
+                }
+            }
+            Some(old) => {
+                let rv = meta_str(&obj, "resourceVersion");
+                if !rv.is_empty() && rv != meta_str(&old, "resourceVersion") {
+                    return Err(ApiError::conflict_stale(r.target(name)));
+                }
+                (
+                    finish_update(&mut st, r.def, &key, r.sub, &old, obj, &w, Managed::Update)?,
+                    false,
+                )
+            }
+        }
+    };
+    r.app.store.notify(0);
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_response(code, &view(r.def, &out)))
+}
+
+fn patch_object(r: &Req<'_>) -> ApiResult<Response> {
+    let name = r.name.expect("patch has a name");
+    let ct = r
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let ptype = PatchType::from_content_type(ct)?;
+    if ptype == PatchType::Apply {
+        return apply_patch(r, name);
+    }
+    if r.q.get("force").is_some() {
+        return Err(invalid_patch_option(
+            "force",
+            "Forbidden: may not be specified for non-apply patch",
+        ));
+    }
+    let patch: Value = serde_json::from_slice(r.body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let w = WriteCtx::of(r)?;
+    let key = r.key(name);
+    let out = {
+        let mut st = r.app.store.lock();
+        let old = st
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(r.target(name)))?;
+        let base = view(r.def, &old);
+        let patched = match ptype {
+            PatchType::Merge => patch::merge_patch(&base, &patch)?,
+            PatchType::Json => patch::json_patch(&base, &patch)?,
+            PatchType::Strategic => patch::strategic_merge_patch(r.def.kind, &base, &patch)?,
+            PatchType::Apply => unreachable!("handled above"),
+        };
+        if patched["apiVersion"] != base["apiVersion"] || patched["kind"] != base["kind"] {
+            return Err(ApiError::bad_request(
+                "a patch may not change apiVersion or kind",
+            ));
+        }
+        if patched["metadata"]["name"] != base["metadata"]["name"] {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                patched["metadata"]["name"].as_str().unwrap_or("")
+            )));
+        }
+        if patched["metadata"]["namespace"] != base["metadata"]["namespace"] {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        let rv = meta_str(&patched, "resourceVersion");
+        if !rv.is_empty() && rv != meta_str(&old, "resourceVersion") {
+            return Err(ApiError::conflict_stale(r.target(name)));
+        }
+        let new = to_storage(r.def, patched);
+        finish_update(&mut st, r.def, &key, r.sub, &old, new, &w, Managed::Update)?
+    };
+    r.app.store.notify(0);
+    Ok(json_response(StatusCode::OK, &view(r.def, &out)))
+}
+
+fn invalid_patch_option(field: &str, why: &str) -> ApiError {
+    ApiError {
+        code: 422,
+        reason: "Invalid",
+        message: format!("PatchOptions.meta.k8s.io \"\" is invalid: {field}: {why}"),
+        details: Some(json!({"kind": "PatchOptions", "group": "meta.k8s.io",
+            "causes": [{"reason": "FieldValueRequired", "message": why, "field": field}]})),
+    }
+}
+
+fn apply_patch(r: &Req<'_>, name: &str) -> ApiResult<Response> {
+    let manager = match r.q.get("fieldManager") {
+        Some(m) if !m.is_empty() => m.clone(),
+        _ => {
+            return Err(invalid_patch_option(
+                "fieldManager",
+                "Required value: is required for apply patch",
+            ));
+        }
+    };
+    let force = match r.q.get("force").map(String::as_str) {
+        None | Some("false") | Some("") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid force value {other:?}"
+            )));
+        }
+    };
+    let mut config: Value = match serde_json::from_slice(r.body) {
+        Ok(v) => v,
+        Err(_) => serde_norway::from_slice(r.body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?,
+    };
+    if !config.is_object() {
+        return Err(ApiError::bad_request(
+            "the apply configuration is not an object",
+        ));
+    }
+    let av = config["apiVersion"].as_str().unwrap_or("").to_string();
+    let kind = config["kind"].as_str().unwrap_or("").to_string();
+    if av.is_empty() || kind.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "invalid object type: {}, Kind={}: apply configurations must set apiVersion and kind",
+            av, kind
+        )));
+    }
+    check_type(r.def, &mut config)?;
+    check_body_name(&mut config, name)?;
+    let cfg_ns = meta_str(&config, "namespace");
+    if r.def.namespaced && !cfg_ns.is_empty() && Some(cfg_ns) != r.ns {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    if r.def.namespaced {
+        config["metadata"]["namespace"] = json!(r.ns.unwrap_or(""));
+    }
+    let mut config = to_storage(r.def, config);
+    {
+        let cm = config.as_object_mut().expect("object");
+        match r.sub {
+            Sub::Main => {
+                if r.def.has_status {
+                    cm.remove("status");
+                }
+            }
+            _ => cm.retain(|k, _| {
+                k == "apiVersion" || k == "kind" || k == "metadata" || k == "status"
+            }),
+        }
+    }
+    let precondition_rv = meta_str(&config, "resourceVersion").to_string();
+    if let Some(m) = config["metadata"].as_object_mut() {
+        m.remove("resourceVersion");
+        m.remove("managedFields");
+    }
+    let mut w = WriteCtx::of(r)?;
+    w.manager = manager;
+    let key = r.key(name);
+    let (out, created) = {
+        let mut st = r.app.store.lock();
+        match st.objects.get(&key).cloned() {
+            None => {
+                if r.sub != Sub::Main {
+                    return Err(ApiError::not_found(r.target(name)));
+                }
+                if !precondition_rv.is_empty() {
+                    return Err(ApiError::conflict_stale(r.target(name)));
+                }
+                let applied = ssa::apply(
+                    r.def.kind,
+                    None,
+                    &config,
+                    &w.manager,
+                    &w.api_version,
+                    "",
+                    force,
+                    &w.now,
+                )?;
+                (
+                    do_create(&mut st, r.def, r.ns, applied.object, &w, Managed::Preset)?,
+                    true,
+                )
+            }
+            Some(old) => {
+                if !precondition_rv.is_empty()
+                    && precondition_rv != meta_str(&old, "resourceVersion")
+                {
+                    return Err(ApiError::conflict_stale(r.target(name)));
+                }
+                let sub_name = r.sub.name().unwrap_or("");
+                let applied = ssa::apply(
+                    r.def.kind,
+                    Some(&old),
+                    &config,
+                    &w.manager,
+                    &w.api_version,
+                    sub_name,
+                    force,
+                    &w.now,
+                )?;
+                (
+                    finish_update(
+                        &mut st,
+                        r.def,
+                        &key,
+                        r.sub,
+                        &old,
+                        applied.object,
+                        &w,
+                        Managed::Preset,
+                    )?,
+                    false,
+                )
+            }
+        }
+    };
+    r.app.store.notify(0);
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_response(code, &view(r.def, &out)))
+}
+
+// ---------------------------------------------------------------- delete
+
+#[derive(Debug, Default, Clone)]
+struct DeleteOpts {
+    grace: Option<i64>,
+    propagation: Option<String>,
+    orphan: Option<bool>,
+    uid: Option<String>,
+    rv: Option<String>,
+    dry_run: bool,
+}
+
+fn delete_opts(r: &Req<'_>) -> ApiResult<DeleteOpts> {
+    let mut o = DeleteOpts::default();
+    if !r.body.is_empty() {
+        let b: Value = serde_json::from_slice(r.body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
+        o.grace = b["gracePeriodSeconds"].as_i64();
+        o.propagation = b["propagationPolicy"].as_str().map(str::to_string);
+        o.orphan = b["orphanDependents"].as_bool();
+        o.uid = b["preconditions"]["uid"].as_str().map(str::to_string);
+        o.rv = b["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string);
+        if let Some(d) = b["dryRun"].as_array() {
+            for x in d {
+                match x.as_str() {
+                    Some("All") => o.dry_run = true,
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "unsupported dryRun value {other:?}"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(g) = r.q.get("gracePeriodSeconds") {
+        o.grace = Some(
+            g.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?,
+        );
+    }
+    if let Some(p) = r.q.get("propagationPolicy") {
+        o.propagation = Some(p.clone());
+    }
+    if let Some(b) = qbool(r.q, "orphanDependents") {
+        o.orphan = Some(b);
+    }
+    if r.dry_run()? {
+        o.dry_run = true;
+    }
+    if let Some(p) = &o.propagation {
+        if !["Orphan", "Background", "Foreground"].contains(&p.as_str()) {
+            return Err(ApiError {
+                code: 422,
+                reason: "Invalid",
+                message: format!(
+                    "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: {p:?}: supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+                ),
+                details: None,
+            });
+        }
+        if o.orphan.is_some() {
+            return Err(ApiError {
+                code: 422,
+                reason: "Invalid",
+                message: "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Invalid value: ...: orphanDependents and deletionPropagation cannot be both set".into(),
+                details: None,
+            });
+        }
+    }
+    Ok(o)
+}
+
+enum Deletion {
+    /// Removed from the store (the last state).
+    Gone(Value),
+    /// Marked for deletion, waiting for finalizers or a kubelet.
+    Pending(Value),
+}
+
+fn plus_seconds(now: &str, secs: i64) -> String {
+    chrono::DateTime::parse_from_rfc3339(now)
+        .map(|t| {
+            (t.with_timezone(&Utc) + chrono::Duration::seconds(secs))
+                .to_rfc3339_opts(SecondsFormat::Secs, true)
+        })
+        .unwrap_or_else(|_| now.to_string())
+}
+
+fn do_delete(
+    st: &mut State,
+    def: &'static ResourceDef,
+    key: &Key,
+    o: &DeleteOpts,
+    now: &str,
+) -> ApiResult<Deletion> {
+    let name = key.2.as_str();
+    let old = st
+        .objects
+        .get(key)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(target_of(def, name)))?;
+    if let Some(uid) = &o.uid
+        && uid != meta_str(&old, "uid")
+    {
+        return Err(ApiError::conflict(
+            target_of(def, name),
+            &format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                meta_str(&old, "uid")
+            ),
+        ));
+    }
+    if let Some(rv) = &o.rv
+        && rv != meta_str(&old, "resourceVersion")
+    {
+        return Err(ApiError::conflict(
+            target_of(def, name),
+            &format!(
+                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                meta_str(&old, "resourceVersion")
+            ),
+        ));
+    }
+    if def.storage == Storage::Namespaces {
+        return delete_namespace(st, key, old, o, now);
+    }
+    // Grace period: only pods are deleted gracefully.
+    let grace = if def.storage == Storage::Pods {
+        let bound = !old["spec"]["nodeName"].as_str().unwrap_or("").is_empty();
+        let finished = matches!(
+            old["status"]["phase"].as_str(),
+            Some("Succeeded") | Some("Failed")
+        );
+        if !bound || finished {
+            0
+        } else {
+            let g = o
+                .grace
+                .or(old["spec"]["terminationGracePeriodSeconds"].as_i64())
+                .unwrap_or(30);
+            if g < 0 { 1 } else { g }
+        }
+    } else {
+        0
+    };
+    let mut new = old.clone();
+    // Finalizers for the propagation policy (the garbage collector would
+    // act on them; this server has none, see the crate docs).
+    let mut finalizers: Vec<Value> = new["metadata"]["finalizers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let policy = match (&o.propagation, o.orphan) {
+        (Some(p), _) => Some(p.as_str()),
+        (None, Some(true)) => Some("Orphan"),
+        (None, Some(false)) => Some("Background"),
+        (None, None) => None,
+    };
+    let already = !old["metadata"]["deletionTimestamp"].is_null();
+    if let Some(p) = policy
+        && !already
+    {
+        finalizers.retain(|f| f != "orphan" && f != "foregroundDeletion");
+        match p {
+            "Orphan" => finalizers.push(json!("orphan")),
+            "Foreground" => finalizers.push(json!("foregroundDeletion")),
+            _ => {}
+        }
+    }
+    if finalizers.is_empty() {
+        if let Some(m) = new["metadata"].as_object_mut() {
+            m.remove("finalizers");
+        }
+    } else {
+        new["metadata"]["finalizers"] = Value::Array(finalizers.clone());
+    }
+    if already {
+        let current = old["metadata"]["deletionGracePeriodSeconds"]
+            .as_i64()
+            .unwrap_or(0);
+        if grace < current {
+            new["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+            new["metadata"]["deletionTimestamp"] = json!(plus_seconds(now, grace));
+        }
+        if grace == 0 && finalizers.is_empty() {
+            if o.dry_run {
+                return Ok(Deletion::Gone(old));
+            }
+            let gone = st.remove(key).expect("exists");
+            after_delete(st, key);
+            return Ok(Deletion::Gone(gone));
+        }
+        if new == old || o.dry_run {
+            return Ok(Deletion::Pending(new));
+        }
+        return Ok(Deletion::Pending(st.put(key.clone(), new)));
+    }
+    if grace > 0 || !finalizers.is_empty() {
+        new["metadata"]["deletionTimestamp"] = json!(plus_seconds(now, grace));
+        new["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+        if let Some(g) = new["metadata"]["generation"].as_i64()
+            && g > 0
+        {
+            new["metadata"]["generation"] = json!(g + 1);
+        }
+        if o.dry_run {
+            return Ok(Deletion::Pending(new));
+        }
+        return Ok(Deletion::Pending(st.put(key.clone(), new)));
+    }
+    if o.dry_run {
+        return Ok(Deletion::Gone(old));
+    }
+    let gone = st.remove(key).expect("exists");
+    after_delete(st, key);
+    Ok(Deletion::Gone(gone))
+}
+
+/// Namespace deletion: the namespace turns Terminating, then (standing in
+/// for the namespace controller) everything in it is deleted with the
+/// normal semantics; once empty its `kubernetes` finalizer is removed and
+/// it goes away.
+fn delete_namespace(
+    st: &mut State,
+    key: &Key,
+    old: Value,
+    o: &DeleteOpts,
+    now: &str,
+) -> ApiResult<Deletion> {
+    let name = key.2.clone();
+    if ["default", "kube-system", "kube-public"].contains(&name.as_str()) {
+        return Err(ApiError::forbidden(
+            target_static(ns_def(), &name),
+            "this namespace may not be deleted",
+        ));
+    }
+    if is_terminating(&old) {
+        return Ok(Deletion::Pending(old));
+    }
+    let mut new = old.clone();
+    new["metadata"]["deletionTimestamp"] = json!(now);
+    new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+    new["status"]["phase"] = json!("Terminating");
+    if o.dry_run {
+        return Ok(Deletion::Pending(new));
+    }
+    let marked = st.put(key.clone(), new);
+    let content: Vec<Key> = st
+        .objects
+        .keys()
+        .filter(|(s, n, _)| *s != Storage::Namespaces && *s != Storage::Nodes && *n == name)
+        .cloned()
+        .collect();
+    for k in content {
+        let def = def_of_storage(k.0);
+        let _ = do_delete(
+            st,
+            def,
+            &k,
+            &DeleteOpts {
+                propagation: Some("Background".into()),
+                ..Default::default()
+            },
+            now,
+        );
+    }
+    finalize_namespace_if_empty(st, &name);
+    match st.objects.get(key) {
+        Some(v) => Ok(Deletion::Pending(v.clone())),
+        None => {
+            let mut gone = marked;
+            gone["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+            gone["spec"]["finalizers"] = json!([]);
+            Ok(Deletion::Pending(gone))
+        }
+    }
+}
+
+fn finalize_namespace_if_empty(st: &mut State, ns: &str) {
+    let key: Key = (Storage::Namespaces, String::new(), ns.to_string());
+    let Some(obj) = st.objects.get(&key).cloned() else {
+        return;
+    };
+    if !is_terminating(&obj) || st.namespace_has_content(ns) {
+        return;
+    }
+    let mut new = obj.clone();
+    if let Some(f) = new["spec"]["finalizers"].as_array_mut() {
+        f.retain(|x| x != "kubernetes");
+    }
+    let spec_empty = new["spec"]["finalizers"]
+        .as_array()
+        .is_none_or(|a| a.is_empty());
+    let meta_empty = new["metadata"]["finalizers"]
+        .as_array()
+        .is_none_or(|a| a.is_empty());
+    if spec_empty && meta_empty {
+        st.objects.insert(key.clone(), new);
+        st.remove(&key);
+    } else if new != obj {
+        st.put(key, new);
+    }
+}
+
+/// Called after an object left the store.
+fn after_delete(st: &mut State, key: &Key) {
+    if key.0 == Storage::Namespaces || key.0 == Storage::Nodes {
+        return;
+    }
+    finalize_namespace_if_empty(st, &key.1.clone());
+}
+
+fn deleted_status(def: &ResourceDef, obj: &Value) -> Value {
+    let mut details =
+        json!({"name": meta_str(obj, "name"), "kind": def.plural, "uid": meta_str(obj, "uid")});
+    if !def.group.is_empty() {
+        details["group"] = json!(def.group);
+    }
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
+}
+
+fn delete(r: &Req<'_>) -> ApiResult<Response> {
+    let name = r.name.expect("delete has a name");
+    let o = delete_opts(r)?;
+    let key = r.key(name);
+    let res = {
+        let mut st = r.app.store.lock();
+        do_delete(&mut st, r.def, &key, &o, &now())?
+    };
+    r.app.store.notify(0);
+    Ok(match res {
+        Deletion::Gone(obj) => {
+            if r.def.return_deleted_object {
+                json_response(StatusCode::OK, &view(r.def, &obj))
+            } else {
+                json_response(StatusCode::OK, &deleted_status(r.def, &obj))
+            }
+        }
+        Deletion::Pending(obj) => {
+            let code = if o.orphan == Some(false) {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            };
+            json_response(code, &view(r.def, &obj))
+        }
+    })
+}
+
+fn delete_collection(r: &Req<'_>) -> ApiResult<Response> {
+    let (ls, fs) = list_options(r)?;
+    let o = delete_opts(r)?;
+    let now = now();
+    let (items, rv) = {
+        let mut st = r.app.store.lock();
+        let keys: Vec<Key> = st
+            .list(r.def.storage, r.ns)
+            .iter()
+            .filter(|obj| ls.matches(&labels_of(obj)) && fs.matches(obj))
+            .map(|obj| {
+                (
+                    r.def.storage,
+                    meta_str(obj, "namespace").to_string(),
+                    meta_str(obj, "name").to_string(),
+                )
+            })
+            .collect();
+        let mut out = Vec::new();
+        for k in keys {
+            match do_delete(&mut st, r.def, &k, &o, &now) {
+                Ok(Deletion::Gone(v)) | Ok(Deletion::Pending(v)) => out.push(view(r.def, &v)),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        (out, st.rv)
+    };
+    r.app.store.notify(0);
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"kind": r.def.list_kind(), "apiVersion": r.def.api_version(), "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
+    ))
+}
+
+// ---------------------------------------------------------------- binding
+
+fn binding(
+    app: &Arc<App>,
+    def: &'static ResourceDef,
+    ns: &str,
+    name: &str,
+    body: &Bytes,
+    headers: &HeaderMap,
+    q: &Query,
+) -> ApiResult<Response> {
+    let b: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding Binding: {e}")))?;
+    let node = b["target"]["name"].as_str().unwrap_or("").to_string();
+    let bind_target = Target {
+        group: "",
+        resource: "bindings",
+        kind: "Binding",
+        name,
+    };
+    if node.is_empty() {
+        return Err(ApiError::invalid(
+            bind_target,
+            vec![crate::errors::required("target.name")],
+        ));
+    }
+    let r = Req {
+        app,
+        def,
+        ns: Some(ns),
+        name: Some(name),
+        sub: Sub::Main,
+        q,
+        headers,
+        body,
+    };
+    let w = WriteCtx::of(&r)?;
+    let key: Key = (Storage::Pods, ns.to_string(), name.to_string());
+    {
+        let mut st = app.store.lock();
+        let old = st
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(target_static(def, name)))?;
+        let current = meta_str(&old, "name");
+        let assigned = old["spec"]["nodeName"].as_str().unwrap_or("");
+        if !assigned.is_empty() {
+            return Err(ApiError::conflict(
+                Target {
+                    group: "",
+                    resource: "pods/binding",
+                    kind: "Binding",
+                    name: current,
+                },
+                &format!("pod {current} is already assigned to node {assigned:?}"),
+            ));
+        }
+        if !old["metadata"]["deletionTimestamp"].is_null() {
+            return Err(ApiError::conflict(
+                Target {
+                    group: "",
+                    resource: "pods/binding",
+                    kind: "Binding",
+                    name: current,
+                },
+                &format!("pod {current} is being deleted, cannot be assigned to a host"),
+            ));
+        }
+        let mut new = old.clone();
+        new["spec"]["nodeName"] = json!(node);
+        let mut conds: Vec<Value> = new["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        conds.retain(|c| c["type"] != "PodScheduled");
+        conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": w.now}));
+        new["status"]["conditions"] = Value::Array(conds);
+        ssa::record_update(def.kind, Some(&old), &mut new, &w.manager, "v1", "", &w.now);
+        if !w.dry_run {
+            st.put(key, new);
+        }
+    }
+    app.store.notify(0);
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
+}

@@ -1,0 +1,52 @@
+//! Runs the in-memory test API server until Ctrl-C, for running the
+//! controller by hand and for benchmarks.
+
+use clap::Parser;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+/// In-memory Kubernetes API server for tests (plain HTTP, no auth).
+#[derive(Debug, Parser)]
+#[command(name = "koupleless-kube-apiserver", version)]
+struct Args {
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Address to bind.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    bind: IpAddr,
+    /// Where to write a kubeconfig pointing at the server.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Events kept for watch resume (older versions answer 410 Gone).
+    #[arg(long, default_value_t = 1000)]
+    history: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let config = koupleless_kube_apiserver::Config {
+        bind: SocketAddr::new(args.bind, args.port),
+        history: args.history,
+        ..Default::default()
+    };
+    let server = koupleless_kube_apiserver::serve(config).await?;
+    if let Some(path) = &args.kubeconfig {
+        server.write_kubeconfig(path)?;
+        tracing::info!(kubeconfig = %path.display(), "wrote kubeconfig");
+    }
+    println!(
+        "koupleless-kube-apiserver listening on {}",
+        server.base_url()
+    );
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}

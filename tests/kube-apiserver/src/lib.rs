@@ -1,0 +1,389 @@
+//! An in-memory Kubernetes API server for tests.
+//!
+//! No real kube-apiserver can run where the Koupleless controller is
+//! tested, so its tests run against this one: plain HTTP on a free loopback
+//! port, with a kubeconfig file that points kube-rs or kubectl at it. It is
+//! meant to be honest: where it answers, it answers as the real API server
+//! does (same status codes, `Status` reasons, resourceVersion, watch and
+//! patch semantics); what it does not support is refused with an error,
+//! never acknowledged with a quiet success.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), koupleless_kube_apiserver::Error> {
+//! let (client, server) = koupleless_kube_apiserver::start().await?;
+//! let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client, "default");
+//! let _ = pods.list(&Default::default()).await;
+//! let kubeconfig = server.write_kubeconfig_tempfile()?; // for kubectl
+//! # drop(kubeconfig);
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # What is served
+//!
+//! - Discovery: `/api`, `/api/v1`, `/apis`, `/apis/<group>`,
+//!   `/apis/<group>/<version>` (plain `APIResourceList`s; kubectl falls back
+//!   to them from aggregated discovery), `/version` (v1.33), `/healthz`,
+//!   `/livez`, `/readyz`, and minimal OpenAPI v3 documents (see
+//!   [`discovery`]). `/openapi/v2` is 404, which kubectl tolerates.
+//! - Resources: core/v1 `nodes` (+status), `pods` (+status, +binding),
+//!   `namespaces` (+status, +finalize), `events`, `services` (+status);
+//!   apps/v1 `deployments`, `replicasets`, `daemonsets` (each +status);
+//!   coordination.k8s.io/v1 `leases`; events.k8s.io/v1 `events` (the same
+//!   objects as core/v1 events, converted, as in the real server).
+//! - Verbs: get, list, watch, create, update, patch, delete,
+//!   deletecollection; `dryRun=All` on writes.
+//! - Output: JSON objects, `Table` (`Accept: application/json;as=Table;
+//!   g=meta.k8s.io;v=v1`, with the real column sets, so `kubectl get` prints
+//!   real columns), and `PartialObjectMetadata[List]` (kube-rs metadata
+//!   API). Protobuf and YAML responses are refused with 406.
+//!
+//! # Semantics
+//!
+//! - One global, monotonically increasing resourceVersion. Writes that
+//!   change nothing do not bump it and produce no watch event.
+//! - Optimistic concurrency: a stale `metadata.resourceVersion` in an update
+//!   or patch is 409 Conflict; create of an existing name is 409
+//!   AlreadyExists; `generateName`; server-set `uid`, `creationTimestamp`,
+//!   `generation` (apps kinds, bumped on spec changes).
+//! - Label selectors (`=`, `==`, `!=`, `in`, `notin`, exists, `!`, `>`,
+//!   `<`) and the field selectors each kind supports in the real server
+//!   (pods: `metadata.name`, `metadata.namespace`, `spec.nodeName`,
+//!   `status.phase`, `status.podIP`, ...; events: `involvedObject.*`,
+//!   `reason`, `type`, ...); unknown fields are 400.
+//! - Pagination with `limit`/`continue`: a paginated list is served from a
+//!   snapshot taken at the first page (consistent, like the real one); the
+//!   last 64 snapshots are kept, older tokens answer 410 Expired.
+//!   `resourceVersionMatch=Exact` is only served at the current version (an
+//!   older one answers 410, which clients handle by relisting).
+//! - Status isolation: writes to the main resource keep the stored status;
+//!   writes to `/status` keep everything but status and metadata (minus the
+//!   fields the real status strategies reset: pods keep ownerReferences,
+//!   apps kinds keep labels). Create resets status for pods (phase Pending,
+//!   qosClass), apps kinds, services and namespaces; nodes keep the status
+//!   they are created with.
+//! - Watch: ADDED/MODIFIED/DELETED in resourceVersion order; resume from a
+//!   resourceVersion; objects that stop/start matching a selector appear as
+//!   DELETED/ADDED (as the watch cache does); `allowWatchBookmarks`
+//!   (periodic bookmarks and one before the timeout); `sendInitialEvents`
+//!   (initial ADDED events then a bookmark annotated
+//!   `k8s.io/initial-events-end`); `timeoutSeconds`. The history keeps the
+//!   last [`Config::history`] events; a watch from an older version gets an
+//!   `ERROR` event with a 410 Expired `Status` (the real server also answers
+//!   200 then an ERROR event). Versions below the store's starting version
+//!   count as compacted.
+//! - Patch types by Content-Type: JSON merge, JSON patch, strategic merge
+//!   (merge keys and list strategies of the real types: conditions by
+//!   `type`, containers/volumes/env by `name`, ports by `containerPort`,
+//!   node addresses by `type`, ownerReferences by `uid`, finalizers as a
+//!   set; `$patch: replace|delete|merge`, `$retainKeys`,
+//!   `$setElementOrder`, `$deleteFromPrimitiveList`). Lists the real API
+//!   declares atomic are replaced: notably `status.containerStatuses` and
+//!   node `spec.taints` have no merge key in Kubernetes, so a strategic
+//!   merge patch replaces them whole, exactly as the real server does.
+//! - Server-side apply (`application/apply-patch+yaml`, JSON or YAML body,
+//!   `fieldManager` required, `force`): `managedFields` are tracked per leaf
+//!   field in the real `FieldsV1` format; see [`ssa`] for the
+//!   simplifications.
+//! - Deletion: `gracePeriodSeconds`, `preconditions`, `propagationPolicy`,
+//!   finalizers. Only pods are deleted gracefully: a pod bound to a node
+//!   (`spec.nodeName` set) and not Succeeded/Failed gets `deletionTimestamp
+//!   = now + grace` and `deletionGracePeriodSeconds = grace` (grace from the
+//!   request, else `spec.terminationGracePeriodSeconds`, default 30) and
+//!   stays until a delete with grace 0 (what a kubelet sends; `kubectl
+//!   delete --grace-period=0 --force`) removes it. Unbound or finished pods,
+//!   and every other kind, go at once. Objects with finalizers get
+//!   `deletionTimestamp` and stay until an update removes the last finalizer
+//!   (and, for pods, the grace period has been brought to 0); no new
+//!   finalizers may be added meanwhile. `propagationPolicy: Orphan` /
+//!   `Foreground` add the `orphan` / `foregroundDeletion` finalizers as the
+//!   real server does; since there is no garbage collector, nobody removes
+//!   them but the test, and `Background` deletes the owner only (dependents
+//!   are not collected).
+//! - Namespaces: objects may only be created in existing, non-terminating
+//!   namespaces (404 / 403, as the NamespaceLifecycle admission does);
+//!   `default`, `kube-system`, `kube-public` and `kube-node-lease` exist and
+//!   the first three cannot be deleted. Deleting a namespace stands in for
+//!   the namespace controller: it turns Terminating, its content is deleted
+//!   with the normal semantics (so pods bound to nodes wait for their
+//!   kubelet), and it disappears once empty.
+//! - Defaults: the subset of the real defaulting that controllers observe
+//!   (pod `restartPolicy`, `terminationGracePeriodSeconds`, `dnsPolicy`,
+//!   `schedulerName`, `enableServiceLinks`, `securityContext`, container
+//!   `imagePullPolicy`/`terminationMessage*`/port protocol; apps replicas,
+//!   strategies, revisionHistoryLimit; service type, ClusterIP allocation
+//!   from 10.96.0.0/12, NodePorts from 30000, target ports; the namespace
+//!   `kubernetes.io/metadata.name` label). Validation covers names, labels,
+//!   annotations, finalizers, pod containers, the pod-spec update
+//!   restrictions, workload selectors (required, matching the template,
+//!   immutable) and service ports/type.
+//! - Errors are `Status` objects with the real `reason`, `code`, `details`.
+//!
+//! # What it does not do
+//!
+//! No scheduler, kubelet, garbage collector or workload controllers (a
+//! Deployment gets no ReplicaSet or Pods; tests create pods themselves and
+//! set `spec.nodeName` or use the `binding` subresource), no admission
+//! plugins besides NamespaceLifecycle (no ServiceAccount token volumes, no
+//! default tolerations, no priority), no webhooks, no authentication or
+//! authorization, no protobuf, no CRDs, no OpenAPI schemas (`kubectl
+//! explain` fails), no `kubectl logs/exec/port-forward` (the pod
+//! subresources are 404).
+//!
+//! # kubectl
+//!
+//! The installed kubectl (v1.32) works for `get` (tables), `get -o
+//! json|yaml|jsonpath`, `get -w`, `describe`, `create`, `apply` (client-side
+//! and `--server-side`), `patch` (all types), `label`, `annotate`, `delete`,
+//! `wait --for=condition|delete|jsonpath`, `replace`.
+//!
+//! # Running the conformance scenarios against a real cluster
+//!
+//! The scenarios in `tests/` are functions that take a `kube::Client` (and,
+//! for kubectl, a kubeconfig path), so they run against either server. By
+//! default they run against this one. With `KOUPLELESS_REAL_CLUSTER=1` they
+//! run against the cluster `KUBECONFIG` points at instead (each in its own
+//! namespace, cleaned up afterwards; a few that need to provoke compaction
+//! are skipped there with a message). Without that variable nothing touches
+//! a real cluster.
+//!
+//! ```text
+//! KOUPLELESS_REAL_CLUSTER=1 KUBECONFIG=~/.kube/config \
+//!     cargo test -p koupleless-kube-apiserver --test conformance
+//! ```
+
+pub mod api;
+pub mod discovery;
+pub mod errors;
+pub mod kinds;
+pub mod patch;
+pub mod resources;
+pub mod schema;
+pub mod selectors;
+pub mod ssa;
+pub mod store;
+pub mod table;
+
+use crate::resources::Storage;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Errors starting or talking to the server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Binding or serving failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// Building the kube client failed.
+    #[error("kube client: {0}")]
+    Kube(#[from] kube::Error),
+    /// The server URL could not be parsed.
+    #[error("invalid server url: {0}")]
+    Url(String),
+}
+
+/// Server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to bind (port 0 picks a free one).
+    pub bind: SocketAddr,
+    /// How many events the watch history keeps (older versions answer 410).
+    pub history: usize,
+    /// Interval between watch bookmarks.
+    pub bookmark_interval: Duration,
+    /// Watch timeout when the client sets none.
+    pub default_watch_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            history: 1000,
+            bookmark_interval: Duration::from_secs(60),
+            default_watch_timeout: Duration::from_secs(1800),
+        }
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct ApiServerHandle {
+    addr: SocketAddr,
+    app: Arc<api::App>,
+    shutdown_tx: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Starts a server with the default [`Config`] on a free loopback port and
+/// returns a client for it.
+pub async fn start() -> Result<(kube::Client, ApiServerHandle), Error> {
+    start_with(Config::default()).await
+}
+
+/// Starts a server with `config`.
+pub async fn start_with(config: Config) -> Result<(kube::Client, ApiServerHandle), Error> {
+    let handle = serve(config).await?;
+    let client = handle.client()?;
+    Ok((client, handle))
+}
+
+/// The resourceVersion the store starts at: versions below it count as
+/// compacted, so a watch from an arbitrary old version gets 410 Gone as on
+/// a long-running real cluster.
+pub const INITIAL_RESOURCE_VERSION: u64 = 1000;
+
+/// Starts serving without building a client.
+pub async fn serve(config: Config) -> Result<ApiServerHandle, Error> {
+    let listener = tokio::net::TcpListener::bind(config.bind).await?;
+    let addr = listener.local_addr()?;
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let app = Arc::new(api::App {
+        store: store::Store::new(config.history, INITIAL_RESOURCE_VERSION),
+        settings: api::Settings {
+            bookmark_interval: config.bookmark_interval,
+            default_watch_timeout: config.default_watch_timeout,
+            ..Default::default()
+        },
+        address: addr.to_string(),
+        shutdown: shutdown_rx.clone(),
+    });
+    bootstrap(&app);
+    let router_app = app.clone();
+    let router = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let app = router_app.clone();
+        async move { api::handle(app, req).await }
+    });
+    let mut rx = shutdown_rx;
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|v| *v).await;
+            })
+            .await
+    });
+    Ok(ApiServerHandle {
+        addr,
+        app,
+        shutdown_tx,
+        task,
+    })
+}
+
+fn bootstrap(app: &api::App) {
+    let mut st = app.store.lock();
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let obj = json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": ns,
+                "uid": uuid::Uuid::new_v4().to_string(),
+                "creationTimestamp": now,
+                "labels": {"kubernetes.io/metadata.name": ns},
+            },
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"},
+        });
+        st.put((Storage::Namespaces, String::new(), ns.to_string()), obj);
+    }
+    // The bootstrap writes are history too old to watch from.
+    let rv = st.rv;
+    st.compact(rv);
+}
+
+impl ApiServerHandle {
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A new kube client for this server.
+    pub fn client(&self) -> Result<kube::Client, Error> {
+        let uri: http::Uri = self
+            .base_url()
+            .parse()
+            .map_err(|e| Error::Url(format!("{e}")))?;
+        let mut cfg = kube::Config::new(uri);
+        cfg.default_namespace = "default".into();
+        cfg.read_timeout = None;
+        Ok(kube::Client::try_from(cfg)?)
+    }
+
+    /// The kubeconfig YAML for this server.
+    pub fn kubeconfig_yaml(&self) -> String {
+        kubeconfig_yaml(&self.base_url())
+    }
+
+    /// Writes a kubeconfig file pointing at this server.
+    pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> Result<PathBuf, Error> {
+        let path = path.as_ref().to_path_buf();
+        std::fs::write(&path, self.kubeconfig_yaml())?;
+        Ok(path)
+    }
+
+    /// Writes a kubeconfig to a temporary file (deleted when dropped).
+    pub fn write_kubeconfig_tempfile(&self) -> Result<tempfile::NamedTempFile, Error> {
+        let f = tempfile::Builder::new()
+            .prefix("kubeconfig-")
+            .suffix(".yaml")
+            .tempfile()?;
+        std::fs::write(f.path(), self.kubeconfig_yaml())?;
+        Ok(f)
+    }
+
+    /// Marks every event up to the current resourceVersion as compacted:
+    /// later watches from those versions get 410 Gone. (A real cluster
+    /// compacts on its own schedule; tests use this to provoke it.)
+    pub fn compact(&self) -> u64 {
+        let mut st = self.app.store.lock();
+        let rv = st.rv;
+        st.compact(rv);
+        rv
+    }
+
+    /// The current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.app.store.lock().rv
+    }
+
+    /// Stops accepting requests, ends open watches and waits for the
+    /// server task to finish.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// A kubeconfig for `server` (no credentials: this server has no authn).
+pub fn kubeconfig_yaml(server: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: koupleless-test
+  cluster:
+    server: {server}
+contexts:
+- name: koupleless-test
+  context:
+    cluster: koupleless-test
+    user: koupleless-test
+    namespace: default
+current-context: koupleless-test
+users:
+- name: koupleless-test
+  user: {{}}
+preferences: {{}}
+"
+    )
+}
