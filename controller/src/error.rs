@@ -1,0 +1,36 @@
+//! Start-up errors of the controller. Runtime failures are handled where they happen (a
+//! supervisor retries its effects, tunnels reconnect) and never end the process.
+
+use crate::tunnel::http::HttpSetupError;
+use crate::tunnel::mqtt::MqttSetupError;
+
+/// Why the controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// MQTT tunnel configuration.
+    #[error(transparent)]
+    Mqtt(#[from] MqttSetupError),
+    /// HTTP tunnel configuration.
+    #[error(transparent)]
+    Http(#[from] HttpSetupError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Short label for logs and metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Mqtt(_) => "mqtt_setup",
+            Error::Http(_) => "http_setup",
+            Error::Bind { .. } => "bind",
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Kubernetes Events on Node transitions (upstream emits none, spec controller §2.4). Events
+//! are best effort: supervisors hand them to a queue and never wait for the API server.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use std::sync::Arc;
+
+/// Events queued beyond this are dropped (and logged).
+const QUEUE: usize = 256;
+
+/// One Node event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeEvent {
+    /// Node name.
+    pub node: String,
+    /// Node UID, when known.
+    pub uid: Option<String>,
+    /// Warning rather than Normal.
+    pub warning: bool,
+    /// PascalCase reason.
+    pub reason: &'static str,
+    /// Human-readable note.
+    pub note: String,
+}
+
+/// Cheap handle to queue events.
+#[derive(Clone, Debug)]
+pub struct EventSink {
+    tx: mpsc::Sender<NodeEvent>,
+}
+
+/// The task that publishes queued events.
+pub struct EventPublisher {
+    rx: mpsc::Receiver<NodeEvent>,
+    client: Client,
+    reporter: Reporter,
+    metrics: Arc<Metrics>,
+}
+
+impl EventSink {
+    /// A sink and the publisher that drains it; events name `instance` as reporter.
+    pub fn new(
+        client: Client,
+        instance: String,
+        metrics: Arc<Metrics>,
+    ) -> (EventSink, EventPublisher) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let reporter = Reporter {
+            controller: "koupleless-controller".into(),
+            instance: Some(instance),
+        };
+        (
+            EventSink { tx },
+            EventPublisher {
+                rx,
+                client,
+                reporter,
+                metrics,
+            },
+        )
+    }
+
+    /// Queues an event; drops it when the queue is full.
+    pub fn emit(&self, event: NodeEvent) {
+        if let Err(e) = self.tx.try_send(event) {
+            tracing::debug!(error = %e, "event queue full; event dropped");
+        }
+    }
+}
+
+impl EventPublisher {
+    /// Publishes until cancelled, then drains what is queued.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        loop {
+            let ev = tokio::select! {
+                ev = self.rx.recv() => ev,
+                () = cancel.cancelled() => {
+                    self.rx.close();
+                    self.rx.recv().await
+                }
+            };
+            let Some(ev) = ev else { break };
+            let reference = ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(ev.node.clone()),
+                uid: ev.uid.clone(),
+                ..ObjectReference::default()
+            };
+            let event = Event {
+                type_: if ev.warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: ev.reason.into(),
+                note: Some(ev.note.clone()),
+                action: ev.reason.into(),
+                secondary: None,
+            };
+            let timer = self.metrics.api("event", "create");
+            if let Err(e) = timer.done(recorder.publish(&event, &reference).await) {
+                tracing::warn!(node = %ev.node, reason = ev.reason, error = %e, "could not record event");
+            }
+        }
+    }
+}

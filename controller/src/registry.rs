@@ -1,0 +1,177 @@
+//! What this replica knows about each base, readable by everyone (metrics now, the pod
+//! reconciler later). Each supervisor writes only its own entry; the lock is never held
+//! across an `.await`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use koupleless_protocol::VNodeName;
+
+use crate::tunnel::{BizRecord, TunnelKind};
+
+/// What this replica does for a base.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum VNodeState {
+    /// Another replica owns it (or ownership is not known yet).
+    Standby,
+    /// Owned here; Ready=True.
+    Ready,
+    /// Owned here; Ready=Unknown.
+    Unreachable,
+    /// Owned here; Node and Lease being deleted.
+    Deleting,
+}
+
+impl VNodeState {
+    /// Every state.
+    pub const ALL: [VNodeState; 4] = [
+        VNodeState::Standby,
+        VNodeState::Ready,
+        VNodeState::Unreachable,
+        VNodeState::Deleting,
+    ];
+
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VNodeState::Standby => "standby",
+            VNodeState::Ready => "ready",
+            VNodeState::Unreachable => "unreachable",
+            VNodeState::Deleting => "deleting",
+        }
+    }
+
+    /// Whether this replica owns the base.
+    pub fn is_owned(self) -> bool {
+        !matches!(self, VNodeState::Standby)
+    }
+}
+
+/// One base as seen by this replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseView {
+    /// Role and readiness.
+    pub state: VNodeState,
+    /// Tunnel the base talks through.
+    pub tunnel: Option<TunnelKind>,
+    /// Module states last reported, by `name:version`.
+    pub bizs: BTreeMap<String, BizRecord>,
+}
+
+/// Shared map of bases.
+#[derive(Clone, Debug, Default)]
+pub struct BaseRegistry {
+    inner: Arc<RwLock<HashMap<VNodeName, BaseView>>>,
+}
+
+impl BaseRegistry {
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<VNodeName, BaseView>> {
+        // A panic while holding the lock leaves plain data behind: keep serving it.
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<VNodeName, BaseView>> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets state and tunnel of a base, creating its entry.
+    pub fn set_state(&self, name: &VNodeName, state: VNodeState, tunnel: Option<TunnelKind>) {
+        let mut map = self.write();
+        let e = map.entry(name.clone()).or_insert_with(|| BaseView {
+            state,
+            tunnel,
+            bizs: BTreeMap::new(),
+        });
+        e.state = state;
+        e.tunnel = tunnel;
+    }
+
+    /// Records module states: a complete list replaces the known ones, outcomes update them.
+    pub fn record_bizs(&self, name: &VNodeName, records: Vec<BizRecord>, complete: bool) {
+        let mut map = self.write();
+        let Some(e) = map.get_mut(name) else {
+            return;
+        };
+        if complete {
+            e.bizs.clear();
+        }
+        for r in records {
+            e.bizs.insert(r.key(), r);
+        }
+    }
+
+    /// Forgets a base.
+    pub fn remove(&self, name: &VNodeName) {
+        self.write().remove(name);
+    }
+
+    /// A copy of one base's view.
+    pub fn get(&self, name: &VNodeName) -> Option<BaseView> {
+        self.read().get(name).cloned()
+    }
+
+    /// Number of bases per state.
+    pub fn count_by_state(&self) -> BTreeMap<VNodeState, usize> {
+        let mut counts = BTreeMap::new();
+        for v in self.read().values() {
+            *counts.entry(v.state).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Bases owned by this replica.
+    pub fn owned(&self) -> Vec<VNodeName> {
+        let mut v: Vec<_> = self
+            .read()
+            .iter()
+            .filter(|(_, b)| b.state.is_owned())
+            .map(|(n, _)| n.clone())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use koupleless_protocol::BizState;
+
+    fn rec(name: &str, state: BizState) -> BizRecord {
+        BizRecord {
+            name: name.into(),
+            version: "1".into(),
+            state,
+            change_time_ms: 1,
+            reason: String::new(),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn states_and_bizs() {
+        let r = BaseRegistry::default();
+        let a: VNodeName = "vnode.a.dev".parse().unwrap();
+        let b: VNodeName = "vnode.b.dev".parse().unwrap();
+        r.record_bizs(&a, vec![rec("x", BizState::Activated)], true);
+        assert!(r.get(&a).is_none(), "records for unknown bases are dropped");
+        r.set_state(&a, VNodeState::Ready, Some(TunnelKind::Mqtt));
+        r.set_state(&b, VNodeState::Standby, None);
+        r.record_bizs(
+            &a,
+            vec![rec("x", BizState::Activated), rec("y", BizState::Resolved)],
+            true,
+        );
+        r.record_bizs(&a, vec![rec("y", BizState::Activated)], false);
+        let v = r.get(&a).unwrap();
+        assert_eq!(v.bizs.len(), 2);
+        assert_eq!(v.bizs["y:1"].state, BizState::Activated);
+        r.record_bizs(&a, vec![rec("z", BizState::Activated)], true);
+        assert_eq!(r.get(&a).unwrap().bizs.keys().collect::<Vec<_>>(), ["z:1"]);
+        assert_eq!(r.owned(), std::slice::from_ref(&a));
+        let c = r.count_by_state();
+        assert_eq!((c[&VNodeState::Ready], c[&VNodeState::Standby]), (1, 1));
+        r.remove(&a);
+        assert!(r.owned().is_empty());
+    }
+}
