@@ -1008,6 +1008,15 @@ enum Managed {
     Preset,
 }
 
+fn scope(def: &ResourceDef, sub: Sub) -> ssa::Scope {
+    match sub {
+        Sub::Main if def.has_status => ssa::Scope::NoStatus,
+        Sub::Main => ssa::Scope::All,
+        Sub::Status => ssa::Scope::Status,
+        Sub::Finalize => ssa::Scope::Finalize,
+    }
+}
+
 fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
     obj["metadata"][field].as_str().unwrap_or("")
 }
@@ -1141,6 +1150,7 @@ fn do_create(
     if managed == Managed::Update {
         ssa::record_update(
             def.kind,
+            scope(def, Sub::Main),
             None,
             &mut obj,
             &w.manager,
@@ -1246,6 +1256,7 @@ fn finish_update(
     if managed == Managed::Update {
         ssa::record_update(
             def.kind,
+            scope(def, sub),
             Some(old),
             &mut new,
             &w.manager,
@@ -1514,6 +1525,7 @@ fn apply_patch(r: &Req<'_>, name: &str) -> ApiResult<Response> {
                 }
                 let applied = ssa::apply(
                     r.def.kind,
+                    scope(r.def, Sub::Main),
                     None,
                     &config,
                     &w.manager,
@@ -1536,6 +1548,7 @@ fn apply_patch(r: &Req<'_>, name: &str) -> ApiResult<Response> {
                 let sub_name = r.sub.name().unwrap_or("");
                 let applied = ssa::apply(
                     r.def.kind,
+                    scope(r.def, r.sub),
                     Some(&old),
                     &config,
                     &w.manager,
@@ -2034,7 +2047,16 @@ fn binding(
         conds.retain(|c| c["type"] != "PodScheduled");
         conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": w.now}));
         new["status"]["conditions"] = Value::Array(conds);
-        ssa::record_update(def.kind, Some(&old), &mut new, &w.manager, "v1", "", &w.now);
+        ssa::record_update(
+            def.kind,
+            ssa::Scope::All,
+            Some(&old),
+            &mut new,
+            &w.manager,
+            "v1",
+            "",
+            &w.now,
+        );
         if !w.dry_run {
             st.put(key, new);
         }

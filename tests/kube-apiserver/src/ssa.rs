@@ -63,6 +63,42 @@ fn skip_top(path: &[String]) -> bool {
     }
 }
 
+/// Which part of an object a write may own: the main resource does not own
+/// `status` (for kinds with a status subresource), `/status` owns only
+/// `status` and `metadata`, `/finalize` only `spec.finalizers` and
+/// `metadata` (the real reset-fields strategies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything.
+    All,
+    /// Everything but status.
+    NoStatus,
+    /// status + metadata.
+    Status,
+    /// spec.finalizers + metadata.
+    Finalize,
+}
+
+fn in_scope(scope: Scope, p: &[String]) -> bool {
+    let first = p.first().map(String::as_str).unwrap_or("");
+    match scope {
+        Scope::All => true,
+        Scope::NoStatus => first != "f:status",
+        Scope::Status => first == "f:status" || first == "f:metadata",
+        Scope::Finalize => {
+            first == "f:metadata"
+                || (first == "f:spec" && p.get(1).map(String::as_str) == Some("f:finalizers"))
+        }
+    }
+}
+
+/// [`flatten`] restricted to a scope.
+pub fn flatten_scoped(kind: &str, obj: &Value, scope: Scope) -> BTreeMap<Path, Option<Value>> {
+    let mut f = flatten(kind, obj);
+    f.retain(|p, _| in_scope(scope, p));
+    f
+}
+
 /// Flattens an object into owned paths → leaf value (`None` for list
 /// items, which are owned as elements).
 pub fn flatten(kind: &str, obj: &Value) -> BTreeMap<Path, Option<Value>> {
@@ -246,8 +282,10 @@ fn is_prefix(prefix: &[String], p: &[String]) -> bool {
 
 /// Records an update (non-apply write) by `manager`: it takes the fields
 /// that changed; removed fields leave every set.
+#[allow(clippy::too_many_arguments)]
 pub fn record_update(
     kind: &str,
+    scope: Scope,
     old: Option<&Value>,
     new: &mut Value,
     manager: &str,
@@ -266,8 +304,10 @@ pub fn record_update(
         }
         None => read_entries(new),
     };
-    let old_flat = old.map(|o| flatten(kind, o)).unwrap_or_default();
-    let new_flat = flatten(kind, new);
+    let old_flat = old
+        .map(|o| flatten_scoped(kind, o, scope))
+        .unwrap_or_default();
+    let new_flat = flatten_scoped(kind, new, scope);
     let changed: FieldSet = new_flat
         .iter()
         .filter(|(p, v)| old_flat.get(*p) != Some(*v))
@@ -320,6 +360,7 @@ pub struct Applied {
 #[allow(clippy::too_many_arguments)]
 pub fn apply(
     kind: &str,
+    scope: Scope,
     live: Option<&Value>,
     config: &Value,
     manager: &str,
@@ -331,8 +372,8 @@ pub fn apply(
     let empty = json!({});
     let live_v = live.unwrap_or(&empty);
     let mut entries = read_entries(live_v);
-    let live_flat = flatten(kind, live_v);
-    let cfg_flat = flatten(kind, config);
+    let live_flat = flatten_scoped(kind, live_v, scope);
+    let cfg_flat = flatten_scoped(kind, config, scope);
     let cfg_set: FieldSet = cfg_flat.keys().cloned().collect();
 
     // conflicts
@@ -579,6 +620,7 @@ mod tests {
         let live = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}});
         let a = apply(
             "Deployment",
+            Scope::All,
             Some(&live),
             &json!({"metadata": {"name": "x"}, "spec": {"replicas": 2, "paused": true}}),
             "a",
@@ -591,6 +633,7 @@ mod tests {
         // b changes replicas: conflict
         let err = apply(
             "Deployment",
+            Scope::All,
             Some(&a.object),
             &json!({"spec": {"replicas": 3}}),
             "b",
@@ -605,6 +648,7 @@ mod tests {
         // b applies the same value: shared, no conflict
         let b = apply(
             "Deployment",
+            Scope::All,
             Some(&a.object),
             &json!({"spec": {"replicas": 2}}),
             "b",
@@ -617,6 +661,7 @@ mod tests {
         // a drops replicas and paused: paused removed, replicas kept (b owns it)
         let a2 = apply(
             "Deployment",
+            Scope::All,
             Some(&b.object),
             &json!({"metadata": {"name": "x"}}),
             "a",

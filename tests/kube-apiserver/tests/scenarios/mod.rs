@@ -1,0 +1,8 @@
+//! The scenarios, grouped by topic. Each takes a [`crate::common::Ctx`].
+
+pub mod core;
+pub mod delete;
+pub mod kubectl;
+pub mod patch;
+pub mod runtime;
+pub mod watch;
