@@ -128,6 +128,9 @@ pub struct Config {
     /// Log as JSON lines.
     #[arg(long, env = "KOUPLELESS_AGENT_LOG_JSON")]
     pub log_json: bool,
+    /// Controller tunnels (MQTT, HTTP heartbeat).
+    #[command(flatten)]
+    pub tunnel: crate::tunnel::TunnelArgs,
 }
 
 impl Config {

@@ -7,3 +7,4 @@ pub mod service;
 pub mod http;
 pub mod config;
 pub mod health;
+pub mod tunnel;

@@ -63,6 +63,7 @@
 //! finds a port for [`Behaviour::ListenTcp`], [`file_url`] turns a path into a `bizUrl`.
 
 mod biz;
+pub mod broker;
 mod java;
 mod manifest;
 mod source;
