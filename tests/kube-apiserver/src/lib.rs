@@ -132,10 +132,23 @@
 //!
 //! # kubectl
 //!
-//! The installed kubectl (v1.32) works for `get` (tables), `get -o
-//! json|yaml|jsonpath`, `get -w`, `describe`, `create`, `apply` (client-side
-//! and `--server-side`), `patch` (all types), `label`, `annotate`, `delete`,
-//! `wait --for=condition|delete|jsonpath`, `replace`.
+//! The installed kubectl (a dispatcher that runs v1.33 against this
+//! server's v1.33; the scenarios also pass with v1.32 via `KUBECTL`) works
+//! for `get` (server-side tables, `-o wide|json|yaml|jsonpath|name`, `-w`,
+//! `--output-watch-events`, `-A`, `all`), `describe`, `create -f`, `apply`
+//! (client-side, and `--server-side` with conflicts and
+//! `--force-conflicts`), `replace`, `patch` (all types, `--subresource
+//! status`), `label`, `annotate`, `delete` (including `--grace-period=0
+//! --force` and namespaces), `wait --for=condition|delete|jsonpath`, `run`
+//! and `api-resources`. Commands whose typed clients send protobuf bodies
+//! (`kubectl create deployment|namespace|...` generators) get 415
+//! UnsupportedMediaType; `kubectl explain` fails because there are no
+//! schemas; `scale`, `logs`, `exec`, `port-forward` get 404.
+//!
+//! Field selectors on events.k8s.io/v1 use its own labels (`regarding.*`,
+//! `reportingController`, `reason`, `type`), converted to the core ones.
+//! managedFields of a request without `fieldManager` are attributed to the
+//! User-Agent up to its first `/` (kube-rs sends none: `unknown`).
 //!
 //! # Running the conformance scenarios against a real cluster
 //!

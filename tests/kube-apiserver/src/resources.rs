@@ -75,6 +75,21 @@ const NS_VERBS: &[&str] = &[
     "create", "delete", "get", "list", "patch", "update", "watch",
 ];
 
+/// events.k8s.io/v1 field labels (converted to the core names, as the real
+/// field label conversion does).
+const EVENT_V1_FIELDS: &[&str] = &[
+    "regarding.kind",
+    "regarding.namespace",
+    "regarding.name",
+    "regarding.uid",
+    "regarding.apiVersion",
+    "regarding.resourceVersion",
+    "regarding.fieldPath",
+    "reason",
+    "reportingController",
+    "type",
+];
+
 const EVENT_FIELDS: &[&str] = &[
     "involvedObject.kind",
     "involvedObject.namespace",
@@ -269,7 +284,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         return_deleted_object: false,
         storage: Storage::Events,
         verbs: ALL_VERBS,
-        fields: EVENT_FIELDS,
+        fields: EVENT_V1_FIELDS,
     },
 ];
 

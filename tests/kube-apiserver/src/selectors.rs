@@ -480,12 +480,12 @@ impl FieldSelector {
             let field = field.trim().to_string();
             let value = unescape(value.trim())
                 .map_err(|e| ApiError::bad_request(format!("invalid selector: '{s}'; {e}")))?;
-            let field = normalize_field(&field, def);
             if !def.supports_field(&field) {
                 return Err(ApiError::bad_request(format!(
                     "field label not supported: {field}"
                 )));
             }
+            let field = normalize_field(&field, def);
             reqs.push(FieldReq {
                 field,
                 negate,
@@ -519,8 +519,8 @@ impl FieldSelector {
 }
 
 fn normalize_field(f: &str, def: &ResourceDef) -> String {
-    // events.k8s.io/v1 is served from the core event storage; accept its
-    // field names as aliases of the stored ones.
+    // events.k8s.io/v1 is served from the core event storage: its field
+    // labels are converted to the stored (core) names.
     if def.is_events_v1() {
         if let Some(rest) = f.strip_prefix("regarding.") {
             return format!("involvedObject.{rest}");

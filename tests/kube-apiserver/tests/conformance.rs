@@ -120,9 +120,202 @@ scenario!(
     runtime::watcher_and_reflector
 );
 scenario!(runtime_controller, runtime::controller_reconciles);
+scenario!(runtime_event_recorder, runtime::event_recorder);
 
 scenario!(kubectl_get_and_describe, kubectl::get_and_describe);
 scenario!(kubectl_apply, kubectl::apply);
 scenario!(kubectl_patch_label_annotate, kubectl::patch_label_annotate);
 scenario!(kubectl_wait_and_delete, kubectl::wait_and_delete);
 scenario!(kubectl_get_watch, kubectl::get_watch);
+
+/// Behaviour specific to the test server (its knobs and its documented
+/// refusals); these do not run against a real cluster.
+mod local {
+    use crate::common::{obj, pod, status};
+    use futures::{StreamExt, TryStreamExt};
+    use k8s_openapi::api::core::v1::Pod;
+    use koupleless_kube_apiserver::{Config, start_with};
+    use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+    use serde_json::json;
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn bookmarks_are_periodic() {
+        let (client, server) = start_with(Config {
+            bookmark_interval: Duration::from_millis(200),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let pods: Api<Pod> = Api::namespaced(client, "default");
+        pods.create(&PostParams::default(), &pod("b", json!({}), None))
+            .await
+            .unwrap();
+        let rv = server.resource_version().to_string();
+        let mut stream = Box::pin(
+            pods.watch(&WatchParams::default().timeout(30), &rv)
+                .await
+                .unwrap(),
+        );
+        let mut bookmarks = 0;
+        while bookmarks < 2 {
+            let ev = tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            match ev {
+                WatchEvent::Bookmark(b) => {
+                    assert_eq!(b.metadata.resource_version, rv);
+                    bookmarks += 1;
+                }
+                _ => panic!("only bookmarks expected"),
+            }
+        }
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn history_limit_answers_410() {
+        let (client, server) = start_with(Config {
+            history: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let pods: Api<Pod> = Api::namespaced(client, "default");
+        let start = server.resource_version().to_string();
+        for i in 0..10 {
+            pods.create(
+                &PostParams::default(),
+                &pod(&format!("h{i}"), json!({}), None),
+            )
+            .await
+            .unwrap();
+        }
+        let mut stream = Box::pin(
+            pods.watch(&WatchParams::default().timeout(5), &start)
+                .await
+                .unwrap(),
+        );
+        match stream.try_next().await.unwrap().unwrap() {
+            WatchEvent::Error(s) => assert_eq!((s.code, s.reason.as_str()), (410, "Expired")),
+            _ => panic!("expected 410"),
+        }
+        // the last five are still there
+        let recent = (server.resource_version() - 4).to_string();
+        let mut stream = Box::pin(
+            pods.watch(&WatchParams::default().timeout(5), &recent)
+                .await
+                .unwrap(),
+        );
+        assert!(matches!(
+            stream.try_next().await.unwrap().unwrap(),
+            WatchEvent::Added(_)
+        ));
+        // compact() expires everything so far
+        let now = server.compact().to_string();
+        let rv_before = (server.resource_version() - 1).to_string();
+        let mut stream = Box::pin(
+            pods.watch(&WatchParams::default().timeout(5), &rv_before)
+                .await
+                .unwrap(),
+        );
+        assert!(
+            matches!(stream.try_next().await.unwrap().unwrap(), WatchEvent::Error(s) if s.code == 410)
+        );
+        let _ = pods
+            .watch(&WatchParams::default().timeout(1), &now)
+            .await
+            .unwrap();
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_open_watches() {
+        let (client, server) = koupleless_kube_apiserver::start().await.unwrap();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let stream = pods
+            .watch(&WatchParams::default().timeout(290), "0")
+            .await
+            .unwrap();
+        let reader = tokio::spawn(async move { stream.collect::<Vec<_>>().await });
+        let began = Instant::now();
+        server.shutdown().await;
+        tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("watch ended")
+            .unwrap();
+        assert!(began.elapsed() < Duration::from_secs(5));
+        assert!(
+            pods.list(&ListParams::default()).await.is_err(),
+            "the server is gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn refusals_are_errors() {
+        let (client, server) = koupleless_kube_apiserver::start().await.unwrap();
+        // protobuf bodies (kubectl create <kind> / kubectl run send them)
+        let req = http::Request::post("/api/v1/namespaces")
+            .header("content-type", "application/vnd.kubernetes.protobuf")
+            .body(b"k8s\x00".to_vec())
+            .unwrap();
+        assert_eq!(
+            status(client.request_text(req).await.unwrap_err()).code,
+            415
+        );
+        // protobuf-only responses
+        let req = http::Request::get("/api/v1/namespaces")
+            .header("accept", "application/vnd.kubernetes.protobuf")
+            .body(vec![])
+            .unwrap();
+        assert_eq!(
+            status(client.request_text(req).await.unwrap_err()).code,
+            406
+        );
+        // resources that are not served
+        let req = http::Request::get("/api/v1/namespaces/default/configmaps")
+            .body(vec![])
+            .unwrap();
+        assert_eq!(
+            status(client.request_text(req).await.unwrap_err()).code,
+            404
+        );
+        let req = http::Request::get("/api/v1/namespaces/default/pods/x/log")
+            .body(vec![])
+            .unwrap();
+        assert_eq!(
+            status(client.request_text(req).await.unwrap_err()).code,
+            404
+        );
+        // lists at an older exact resourceVersion
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        pods.create(&PostParams::default(), &obj(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}})))
+            .await
+            .unwrap();
+        let old = (server.resource_version() - 1).to_string();
+        let lp = ListParams::default()
+            .at(&old)
+            .matching(kube::api::VersionMatch::Exact);
+        assert_eq!(status(pods.list(&lp).await.unwrap_err()).code, 410);
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn kubeconfig_and_binary_helpers() {
+        let (_client, server) = koupleless_kube_apiserver::start().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = server.write_kubeconfig(dir.path().join("config")).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(&server.base_url()));
+        let kc = kube::config::Kubeconfig::read_from(&path).unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(cfg).unwrap();
+        let v = client.apiserver_version().await.unwrap();
+        assert_eq!(v.major, "1");
+        server.shutdown().await;
+    }
+}

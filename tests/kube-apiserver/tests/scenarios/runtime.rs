@@ -102,3 +102,41 @@ pub async fn controller_reconciles(ctx: Ctx) {
     assert!(count.load(Ordering::SeqCst) >= 1);
     handle.abort();
 }
+
+pub async fn event_recorder(ctx: Ctx) {
+    use k8s_openapi::api::events::v1::Event as EventV1;
+    use kube::Resource;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.ns);
+    let p = pods
+        .create(&PostParams::default(), &pod("rec", json!({}), None))
+        .await
+        .unwrap();
+    let recorder = Recorder::new(
+        ctx.client.clone(),
+        Reporter {
+            controller: "koupleless-test".into(),
+            instance: None,
+        },
+    );
+    let ev = Event {
+        type_: EventType::Normal,
+        reason: "Tested".into(),
+        note: Some("first".into()),
+        action: "Test".into(),
+        secondary: None,
+    };
+    recorder.publish(&ev, &p.object_ref(&())).await.unwrap();
+    recorder.publish(&ev, &p.object_ref(&())).await.unwrap();
+    let events: Api<EventV1> = Api::namespaced(ctx.client.clone(), &ctx.ns);
+    let list = events
+        .list(&kube::api::ListParams::default().fields("regarding.name=rec"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1, "the repeat is folded into a series");
+    assert_eq!(list.items[0].series.as_ref().map(|s| s.count), Some(2));
+    assert_eq!(
+        list.items[0].reporting_controller.as_deref(),
+        Some("koupleless-test")
+    );
+}
