@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
@@ -854,4 +854,35 @@ fn mutations_of_a_real_perf_file_never_panic() {
             Ok(())
         })
         .unwrap();
+}
+
+/// `-Xrs`: the JVM does not catch SIGQUIT (a SIGQUIT would kill it) and starts its attach
+/// listener at start-up. The existing socket is used; once the socket is gone the sampler must
+/// not signal.
+#[test]
+fn xrs_jvm_is_never_signalled() {
+    let Some(mut jvm) = Jvm::start(&["-Xmx64m", "-XX:+UseSerialGC", "-Xrs"], &token("xrs"), &[])
+    else {
+        return;
+    };
+    let socket = PathBuf::from(format!("/tmp/.java_pid{}", jvm.pid));
+    wait_for(10, "listener socket at start-up", || {
+        socket.exists().then_some(())
+    });
+    jvm.cmd("load 20");
+    let h = jvm.sampler(true).sample_now();
+    let j = h.jvm.unwrap();
+    assert!(
+        j.used_metaspace.unwrap() > 0,
+        "live metaspace through the pre-started listener"
+    );
+
+    std::fs::remove_file(&socket).unwrap();
+    jvm.cmd("gc");
+    let h = jvm.sampler(true).sample_now();
+    assert!(h.jvm_alive && h.healthy, "{:?}", h.problem);
+    // Still answering: not killed by a SIGQUIT.
+    jvm.cmd("gc");
+    assert!(jvm.child.try_wait().unwrap().is_none());
+    assert!(!socket.exists(), "no listener was started");
 }
