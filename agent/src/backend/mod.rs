@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use crate::package::Package;
 
+pub mod process;
+
 /// `name:version`, the identity of a module everywhere in the agent.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct BizKey {
