@@ -675,6 +675,31 @@ async fn spring_boot_layout_runs() {
     w.backend.shutdown().await;
 }
 
+/// The layout in the SOFAArk docs: the module's own classes at the archive root.
+#[tokio::test]
+async fn classic_layout_with_classes_at_the_root_runs() {
+    let w = World::new(|_| {});
+    let jar = w.build(
+        BizJar::new("classic", "1")
+            .layout(Layout::ArkRoot)
+            .main_class("com.example.root.App")
+            .behaviour(Behaviour::PrintLine("root up".into()))
+            .behaviour(Behaviour::StayUp),
+    );
+    let started = w
+        .backend
+        .start(request(
+            package(&jar, "classic", "1", "com.example.root.App"),
+            &[(READY_LOG_KEY, "root up")],
+        ))
+        .await
+        .unwrap();
+    let unpack = started.work_dir.clone().unwrap().join("unpack");
+    assert_eq!(started.class_path[0], format!("file:{}/", unpack.display()));
+    assert!(log_of(&w.backend, &BizKey::new("classic", "1")).contains(DEPENDENCY_LINE));
+    w.backend.shutdown().await;
+}
+
 #[tokio::test]
 async fn main_class_env_overrides_the_package() {
     let w = World::new(|_| {});

@@ -1,6 +1,7 @@
 //! Building Ark biz jars: [`BizJar`] for real, runnable modules and [`RawZip`] for archives
 //! that are deliberately broken or malicious.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,9 @@ pub enum Layout {
     /// dependency in `lib/testkit-dep-1.0.jar`, nothing at the root but the mark and manifest.
     #[default]
     ArkLib,
+    /// The classic SOFAArk biz layout from the SOFAArk docs: the module's classes loose at the
+    /// archive root, its dependency in `lib/testkit-dep-1.0.jar`.
+    ArkRoot,
     /// Spring Boot's layout: loose classes under `BOOT-INF/classes/`, the dependency in
     /// `BOOT-INF/lib/testkit-dep-1.0.jar`.
     SpringBoot,
@@ -170,7 +174,7 @@ impl BizJar {
             ("Ark-Biz-Version".to_string(), self.version.clone()),
         ];
         let attr = self.main_attr.unwrap_or(match self.layout {
-            Layout::ArkLib => MainClassAttr::Both,
+            Layout::ArkLib | Layout::ArkRoot => MainClassAttr::Both,
             Layout::SpringBoot => MainClassAttr::StartClassOverLauncher,
         });
         let main = self.main_class.clone();
@@ -220,48 +224,35 @@ impl BizJar {
         })?;
         let mut zip = ZipWriter::new(file);
         let opts = SimpleFileOptions::default().compression_method(CompressionMethod::Stored);
-        zip.add_directory("META-INF/", opts)?;
-        zip.start_file("META-INF/MANIFEST.MF", opts)?;
-        zip.write_all(manifest_text(&self.manifest_attributes()).as_bytes())
-            .map_err(|source| KitError::Io {
-                context: "writing the manifest".into(),
-                source,
-            })?;
+        let mut out = JarOut {
+            zip: &mut zip,
+            opts,
+            dirs: HashSet::new(),
+        };
+        out.dir("META-INF/")?;
+        out.bytes(
+            "META-INF/MANIFEST.MF",
+            manifest_text(&self.manifest_attributes()).as_bytes(),
+        )?;
         if self.mark {
-            for dir in [
-                "com/",
-                "com/alipay/",
-                "com/alipay/sofa/",
-                "com/alipay/sofa/ark/",
-                "com/alipay/sofa/ark/biz/",
-            ] {
-                zip.add_directory(dir, opts)?;
-            }
-            zip.start_file(MARK_ENTRY, opts)?;
+            out.parents(MARK_ENTRY)?;
+            out.bytes(MARK_ENTRY, b"")?;
         }
+        let dep = compiled.dep_jar.as_path();
         match self.layout {
             Layout::ArkLib => {
-                zip.add_directory("lib/", opts)?;
                 let main_jar = format!("lib/{}-{}.jar", self.name, self.version);
-                add_file(&mut zip, &main_jar, &compiled.main_jar, opts)?;
-                add_file(
-                    &mut zip,
-                    &format!("lib/{DEPENDENCY_JAR}"),
-                    &compiled.dep_jar,
-                    opts,
-                )?;
+                out.file(&main_jar, &compiled.main_jar)?;
+                out.file(&format!("lib/{DEPENDENCY_JAR}"), dep)?;
+            }
+            Layout::ArkRoot => {
+                out.tree("", &compiled.main_classes)?;
+                out.file(&format!("lib/{DEPENDENCY_JAR}"), dep)?;
             }
             Layout::SpringBoot => {
-                zip.add_directory("BOOT-INF/", opts)?;
-                zip.add_directory("BOOT-INF/classes/", opts)?;
-                add_tree(&mut zip, "BOOT-INF/classes/", &compiled.main_classes, opts)?;
-                zip.add_directory("BOOT-INF/lib/", opts)?;
-                add_file(
-                    &mut zip,
-                    &format!("BOOT-INF/lib/{DEPENDENCY_JAR}"),
-                    &compiled.dep_jar,
-                    opts,
-                )?;
+                out.dir("BOOT-INF/classes/")?;
+                out.tree("BOOT-INF/classes/", &compiled.main_classes)?;
+                out.file(&format!("BOOT-INF/lib/{DEPENDENCY_JAR}"), dep)?;
             }
         }
         zip.finish()?;
@@ -269,51 +260,78 @@ impl BizJar {
     }
 }
 
-fn add_file(
-    zip: &mut ZipWriter<File>,
-    name: &str,
-    source: &Path,
+/// Writes jar entries, adding each parent directory entry once (as `jar` does), in the
+/// order first needed.
+struct JarOut<'a> {
+    zip: &'a mut ZipWriter<File>,
     opts: SimpleFileOptions,
-) -> Result<(), KitError> {
-    let bytes = std::fs::read(source).map_err(|e| KitError::Io {
-        context: format!("reading {}", source.display()),
-        source: e,
-    })?;
-    zip.start_file(name, opts)?;
-    zip.write_all(&bytes).map_err(|e| KitError::Io {
-        context: format!("writing {name}"),
-        source: e,
-    })
+    dirs: HashSet<String>,
 }
 
-/// Adds every file under `dir` below the archive prefix `prefix` (which ends with `/`), in
-/// sorted order so archives are reproducible.
-fn add_tree(
-    zip: &mut ZipWriter<File>,
-    prefix: &str,
-    dir: &Path,
-    opts: SimpleFileOptions,
-) -> Result<(), KitError> {
-    let read = std::fs::read_dir(dir).map_err(|e| KitError::Io {
-        context: format!("listing {}", dir.display()),
-        source: e,
-    })?;
-    let mut children: Vec<PathBuf> = read.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    children.sort();
-    for child in children {
-        let name = child
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if child.is_dir() {
-            let sub = format!("{prefix}{name}/");
-            zip.add_directory(sub.as_str(), opts)?;
-            add_tree(zip, &sub, &child, opts)?;
-        } else {
-            add_file(zip, &format!("{prefix}{name}"), &child, opts)?;
+impl JarOut<'_> {
+    /// A directory entry (`name` ends with `/`) and its parents, each once.
+    fn dir(&mut self, name: &str) -> Result<(), KitError> {
+        self.parents(name.trim_end_matches('/'))?;
+        if self.dirs.insert(name.to_string()) {
+            self.zip.add_directory(name, self.opts)?;
         }
+        Ok(())
     }
-    Ok(())
+
+    /// Directory entries for every parent of `name`.
+    fn parents(&mut self, name: &str) -> Result<(), KitError> {
+        let mut end = 0;
+        while let Some(pos) = name[end..].find('/') {
+            end += pos + 1;
+            let parent = &name[..end];
+            if self.dirs.insert(parent.to_string()) {
+                self.zip.add_directory(parent, self.opts)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn bytes(&mut self, name: &str, data: &[u8]) -> Result<(), KitError> {
+        self.parents(name)?;
+        self.zip.start_file(name, self.opts)?;
+        self.zip.write_all(data).map_err(|source| KitError::Io {
+            context: format!("writing {name}"),
+            source,
+        })
+    }
+
+    fn file(&mut self, name: &str, source: &Path) -> Result<(), KitError> {
+        let data = std::fs::read(source).map_err(|e| KitError::Io {
+            context: format!("reading {}", source.display()),
+            source: e,
+        })?;
+        self.bytes(name, &data)
+    }
+
+    /// Every file under `dir`, below the archive prefix `prefix` (empty or ending with `/`),
+    /// in sorted order so archives are reproducible.
+    fn tree(&mut self, prefix: &str, dir: &Path) -> Result<(), KitError> {
+        let read = std::fs::read_dir(dir).map_err(|e| KitError::Io {
+            context: format!("listing {}", dir.display()),
+            source: e,
+        })?;
+        let mut children: Vec<PathBuf> = read.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        children.sort();
+        for child in children {
+            let name = child
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if child.is_dir() {
+                let sub = format!("{prefix}{name}/");
+                self.dir(&sub)?;
+                self.tree(&sub, &child)?;
+            } else {
+                self.file(&format!("{prefix}{name}"), &child)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One entry of a [`RawZip`].

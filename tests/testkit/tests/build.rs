@@ -287,3 +287,37 @@ fn raw_zip_writes_hostile_entries_verbatim() {
     let mut archive = zip::ZipArchive::new(std::fs::File::open(&path).unwrap()).unwrap();
     assert!(archive.by_name("lib/link.jar").unwrap().is_symlink());
 }
+
+#[test]
+fn ark_root_layout_keeps_classes_at_the_root_and_runs() {
+    require_java();
+    let dir = tempfile::tempdir().unwrap();
+    // Shares `com/` with the mark entry: each directory entry must still appear once.
+    let jar = BizJar::new("classic", "1")
+        .layout(Layout::ArkRoot)
+        .main_class("com.example.root.App")
+        .behaviour(Behaviour::PrintLine("root up".into()))
+        .behaviour(Behaviour::Exit(0))
+        .build(dir.path());
+    let (names, attrs) = entries_and_manifest(&jar);
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "duplicate entries in {names:?}");
+    assert!(
+        names.iter().any(|n| n == "com/example/root/App.class"),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n == MARK_ENTRY), "{names:?}");
+    assert!(
+        names.iter().any(|n| *n == format!("lib/{DEPENDENCY_JAR}")),
+        "{names:?}"
+    );
+    assert_eq!(attrs["Main-Class"], "com.example.root.App");
+    let (code, out) = run(&jar, "com.example.root.App", &[], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [DEPENDENCY_LINE, "root up"]
+    );
+}
