@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
-use koupleless_agent::health::{BaseHealth, HealthConfig, HealthSampler, hsperf};
+use koupleless_agent::health::{BaseHealth, HealthConfig, HealthSampler, MetaspaceSource, hsperf};
 use koupleless_protocol::health::JvmInfo;
 use koupleless_protocol::state::BizState;
 use koupleless_protocol::transport::{Transport, encode};
@@ -340,6 +340,9 @@ fn check_against_jstat(
     assert_eq!(h.problem, None);
     assert!(h.jvm_alive && h.healthy);
     assert_eq!(h.pid, Some(jvm.pid));
+    assert_eq!(h.metaspace_source, MetaspaceSource::LastGc);
+    let gcs = gc["YGC"] + gc["FGC"] + gc.get("CGC").copied().unwrap_or(0.0);
+    assert_eq!(h.gc_count, Some(gcs as i64));
     let j = h.jvm.as_ref().unwrap();
 
     // Heap: used is every space; committed leaves out the `to` survivor for Serial/Parallel.
@@ -464,6 +467,7 @@ fn attach_gives_live_metaspace_and_flags() {
     let s = jvm.sampler(true);
     let h = s.sample_now();
     assert_eq!(h.problem, None);
+    assert_eq!(h.metaspace_source, MetaspaceSource::Attach);
     let j = h.jvm.unwrap();
     assert_eq!(j.max_metaspace, Some(48 << 20));
     let used = j.used_metaspace.unwrap();
@@ -538,6 +542,10 @@ fn perf_data_disabled_is_a_clear_degraded_report() {
     assert_eq!(
         h.problem.as_deref(),
         Some("hsperfdata disabled (-XX:-UsePerfData)")
+    );
+    assert_eq!(
+        (h.metaspace_source, h.gc_count),
+        (MetaspaceSource::Unknown, None)
     );
     let j = h.jvm.unwrap();
     assert!(

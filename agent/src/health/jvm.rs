@@ -269,9 +269,23 @@ pub struct Inputs<'a> {
     pub now_ms: i64,
 }
 
+/// Where the reported metaspace numbers come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaspaceSource {
+    /// A `GC.heap_info` attach call taken after the last GC: live at that moment.
+    Attach,
+    /// The perf counters, which HotSpot refreshes at the end of each GC.
+    LastGc,
+    /// Neither is available (no GC yet and no attach): reported as -1.
+    Unknown,
+}
+
 /// Metaspace used/committed as reported: live attach values unless a GC has refreshed the perf
 /// counters since, then the perf counters, else -1/-1.
-pub fn metaspace(perf: Option<&PerfSnapshot>, live: Option<&LiveMetaspace>) -> (i64, i64) {
+pub fn metaspace(
+    perf: Option<&PerfSnapshot>,
+    live: Option<&LiveMetaspace>,
+) -> (i64, i64, MetaspaceSource) {
     let perf_pair = perf.and_then(|p| {
         let (u, c) = (p.metaspace.used?, p.metaspace.capacity?);
         // HotSpot leaves the counters at 0 until the first GC updates them.
@@ -283,9 +297,11 @@ pub fn metaspace(perf: Option<&PerfSnapshot>, live: Option<&LiveMetaspace>) -> (
         (None, _) => false,
     };
     match (live, perf_pair) {
-        (Some(l), _) if live_is_newer || perf_pair.is_none() => (l.used, l.committed),
-        (_, Some(pair)) => pair,
-        _ => (-1, -1),
+        (Some(l), _) if live_is_newer || perf_pair.is_none() => {
+            (l.used, l.committed, MetaspaceSource::Attach)
+        }
+        (_, Some((u, c))) => (u, c, MetaspaceSource::LastGc),
+        _ => (-1, -1, MetaspaceSource::Unknown),
     }
 }
 
@@ -368,7 +384,7 @@ pub fn jvm_info(inp: &Inputs<'_>) -> JvmInfo {
         info.max_heap_mib = Some(bytes_to_mib(h.max));
     }
 
-    let (meta_used, meta_committed) = metaspace(perf, live);
+    let (meta_used, meta_committed, _) = metaspace(perf, live);
     let meta_max = max_metaspace(inp);
     info.used_metaspace = Some(meta_used);
     info.committed_metaspace = Some(meta_committed);
@@ -632,7 +648,14 @@ mod tests {
             (None, Some(live(7, None)), (7, 14)),
         ];
         for (i, (p, l, want)) in table.iter().enumerate() {
-            assert_eq!(metaspace(*p, l.as_ref()), *want, "row {i}");
+            let (u, c, source) = metaspace(*p, l.as_ref());
+            assert_eq!((u, c), *want, "row {i}");
+            let expected_source = match (want.0, l) {
+                (-1, _) => MetaspaceSource::Unknown,
+                (v, Some(l)) if v == l.used => MetaspaceSource::Attach,
+                _ => MetaspaceSource::LastGc,
+            };
+            assert_eq!(source, expected_source, "row {i}");
         }
     }
 

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use koupleless_protocol::health::{CpuInfo, JvmInfo};
 
+pub use jvm::MetaspaceSource;
 pub use sampler::HealthSampler;
 
 /// Configuration of the [`HealthSampler`].
@@ -93,4 +94,9 @@ pub struct BaseHealth {
     pub healthy: bool,
     /// Why the report is missing or degraded, in words an operator can act on.
     pub problem: Option<String>,
+    /// Collections since the JVM started (all collectors), from hsperfdata; tells the age of
+    /// metaspace values that come from the last GC.
+    pub gc_count: Option<i64>,
+    /// Where `java used/committed metaspace` come from.
+    pub metaspace_source: MetaspaceSource,
 }

@@ -17,7 +17,7 @@ use super::cpu::{self, CpuTicks, CpuUsage};
 use super::discovery::{self, JvmProcess};
 use super::hsperf::{self, PerfSnapshot};
 use super::jvm::{self, AttachData, Inputs, ProcFacts};
-use super::{BaseHealth, HealthConfig};
+use super::{BaseHealth, HealthConfig, MetaspaceSource};
 
 /// perf files are 32 KiB by default; `-XX:PerfDataMemorySize` can raise that. Anything larger
 /// than this is not a perf file.
@@ -109,6 +109,8 @@ impl HealthSampler {
             pid: None,
             healthy: false,
             problem: Some("not sampled yet".to_owned()),
+            gc_count: None,
+            metaspace_source: MetaspaceSource::Unknown,
         };
         HealthSampler {
             inner: Arc::new(Inner {
@@ -494,6 +496,8 @@ impl Inner {
                         .or_else(|| probe.last_exit.clone())
                         .unwrap_or_else(|| "no JVM found".to_owned()),
                 ),
+                gc_count: None,
+                metaspace_source: MetaspaceSource::Unknown,
             },
             Some(t) => {
                 let mut facts = t.facts.clone();
@@ -520,6 +524,12 @@ impl Inner {
                     pid: t.jvm.host_pid,
                     healthy: hung.is_none(),
                     problem: hung.or_else(|| t.perf_problem.clone()),
+                    gc_count: t.perf.as_ref().map(PerfSnapshot::gc_invocations),
+                    metaspace_source: jvm::metaspace(
+                        t.perf.as_ref(),
+                        self.cfg.attach.then_some(t.attach.live.as_ref()).flatten(),
+                    )
+                    .2,
                 }
             }
         };
