@@ -368,14 +368,15 @@ impl Req<'_> {
         if let Some(m) = self.q.get("fieldManager").filter(|m| !m.is_empty()) {
             return m.clone();
         }
-        // The real default: the User-Agent up to the first '/'.
+        // The real default: the printable part of the User-Agent up to the
+        // first '/' (empty without a User-Agent).
         let ua = self
             .headers
             .get(http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("unknown");
+            .unwrap_or("");
         let m = ua.split('/').next().unwrap_or(ua);
-        m.chars().take(128).collect()
+        m.chars().filter(|c| !c.is_control()).take(128).collect()
     }
 }
 
@@ -1183,9 +1184,8 @@ fn finish_update(
     if !new["metadata"].is_object() {
         new["metadata"] = json!({});
     }
-    if sub == Sub::Main {
-        kinds::apply_defaults(def, &mut new);
-    }
+    // decoding applies defaults (and the v1 conversions) to every body
+    kinds::apply_defaults(def, &mut new);
     kinds::isolate(def, sub, &mut new, old);
     {
         let nm = new["metadata"]

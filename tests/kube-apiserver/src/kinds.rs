@@ -56,6 +56,7 @@ pub fn apply_defaults(def: &ResourceDef, obj: &mut Value) {
         Storage::Pods => {
             let spec = obj_mut(obj, "spec");
             default_pod_spec(spec);
+            sync_pod_ips(obj);
         }
         Storage::Deployments | Storage::ReplicaSets | Storage::DaemonSets => {
             let spec = obj_mut(obj, "spec");
@@ -122,6 +123,40 @@ pub fn apply_defaults(def: &ResourceDef, obj: &mut Value) {
             }
         }
         Storage::Nodes | Storage::Events | Storage::Leases => {}
+    }
+}
+
+/// The v1 conversion keeps `podIP`/`podIPs` (and `hostIP`/`hostIPs`) in
+/// step: the singular field is authoritative and becomes the first entry of
+/// the list; a list alone fills the singular field.
+fn sync_pod_ips(obj: &mut Value) {
+    let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (one, many) in [("podIP", "podIPs"), ("hostIP", "hostIPs")] {
+        let single = status
+            .get(one)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let first = status
+            .get(many)
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+            .and_then(|x| x["ip"].as_str())
+            .map(str::to_string);
+        match (single.is_empty(), first) {
+            (false, None) => {
+                status.insert(many.into(), json!([{"ip": single}]));
+            }
+            (false, Some(f)) if f != single => {
+                status.insert(many.into(), json!([{"ip": single}]));
+            }
+            (true, Some(f)) => {
+                status.insert(one.into(), json!(f));
+            }
+            _ => {}
+        }
     }
 }
 
@@ -406,19 +441,29 @@ pub fn validate(def: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Caus
                 }
             }
         }
-        Storage::Events if def.is_events_v1() && old.is_none() => {
-            // events.k8s.io/v1 create validation (checked on the v1 form,
-            // see `events_v1_validate`).
-        }
+        // events.k8s.io/v1 creates are checked on the v1 form, see
+        // `events_v1_validate`.
+        Storage::Events if !def.is_events_v1() => validate_core_event(obj, &mut errs),
         Storage::Leases => {
-            for f in ["leaseDurationSeconds", "leaseTransitions"] {
-                if obj["spec"][f].as_i64().is_some_and(|n| n < 0) {
-                    errs.push(invalid_value(
-                        &format!("spec.{f}"),
-                        &obj["spec"][f],
-                        "must be greater than or equal to 0",
-                    ));
-                }
+            if obj["spec"]["leaseDurationSeconds"]
+                .as_i64()
+                .is_some_and(|n| n <= 0)
+            {
+                errs.push(invalid_value(
+                    "spec.leaseDurationSeconds",
+                    &obj["spec"]["leaseDurationSeconds"],
+                    "must be greater than 0",
+                ));
+            }
+            if obj["spec"]["leaseTransitions"]
+                .as_i64()
+                .is_some_and(|n| n < 0)
+            {
+                errs.push(invalid_value(
+                    "spec.leaseTransitions",
+                    &obj["spec"]["leaseTransitions"],
+                    "must be greater than or equal to 0",
+                ));
             }
         }
         _ => {}
@@ -438,14 +483,6 @@ fn validate_meta(def: &ResourceDef, obj: &Value) -> Vec<Cause> {
         Storage::Services => (
             is_dns1035_label(name),
             "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')",
-        ),
-        Storage::Events | Storage::Leases => (
-            !name.is_empty()
-                && !name.contains('/')
-                && !name.contains('%')
-                && name != "."
-                && name != "..",
-            "may not contain '/' or '%' and may not be '.' or '..'",
         ),
         _ => (
             is_dns1123_subdomain(name),
@@ -544,6 +581,29 @@ fn validate_pod_spec(spec: &Value, at: &str, creating: bool, errs: &mut Vec<Caus
             }
         }
         _ => errs.push(required(&format!("{at}.containers"))),
+    }
+    if let Some(n) = spec["nodeName"].as_str().filter(|n| !n.is_empty())
+        && !is_dns1123_subdomain(n)
+    {
+        errs.push(invalid_value(
+            &format!("{at}.nodeName"),
+            &json!(n),
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+        ));
+    }
+    for list in ["containers", "initContainers"] {
+        for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
+            for (j, p) in c["ports"].as_array().into_iter().flatten().enumerate() {
+                let port = p["containerPort"].as_i64().unwrap_or(0);
+                if !(1..=65535).contains(&port) {
+                    errs.push(invalid_value(
+                        &format!("{at}.{list}[{i}].ports[{j}].containerPort"),
+                        &p["containerPort"],
+                        "must be between 1 and 65535, inclusive",
+                    ));
+                }
+            }
+        }
     }
     if let Some(rp) = spec["restartPolicy"].as_str()
         && !["Always", "OnFailure", "Never"].contains(&rp)
@@ -648,10 +708,59 @@ fn validate_workload(obj: &Value, old: Option<&Value>, errs: &mut Vec<Cause>) {
         ));
     }
     validate_pod_spec(&spec["template"]["spec"], "spec.template.spec", true, errs);
+    if let Some(rp) = spec["template"]["spec"]["restartPolicy"].as_str()
+        && rp != "Always"
+    {
+        errs.push(cause(
+            "FieldValueNotSupported",
+            "spec.template.spec.restartPolicy",
+            format!("Unsupported value: {rp:?}: supported values: \"Always\""),
+        ));
+    }
     if let Some(old) = old
         && old["spec"]["selector"] != spec["selector"]
     {
         errs.push(invalid_value("spec.selector", sel, "field is immutable"));
+    }
+}
+
+/// The legacy (core/v1) event rules: an event about a namespaced object
+/// lives in that object's namespace; events with `eventTime` need the
+/// reporting fields.
+fn validate_core_event(ev: &Value, errs: &mut Vec<Cause>) {
+    let ns = ev["metadata"]["namespace"].as_str().unwrap_or_default();
+    let io_ns = ev["involvedObject"]["namespace"]
+        .as_str()
+        .unwrap_or_default();
+    let mismatch = |errs: &mut Vec<Cause>| {
+        errs.push(invalid_value(
+            "involvedObject.namespace",
+            &json!(io_ns),
+            "does not match event.namespace",
+        ))
+    };
+    if ev["eventTime"].is_null() {
+        if io_ns.is_empty() {
+            if !ns.is_empty() && ns != "default" {
+                mismatch(errs);
+            }
+        } else if ns != io_ns {
+            mismatch(errs);
+        }
+    } else {
+        if io_ns.is_empty() && ns != "default" && ns != "kube-system" {
+            mismatch(errs);
+        }
+        for f in [
+            "reportingComponent",
+            "reportingInstance",
+            "action",
+            "reason",
+        ] {
+            if ev[f].as_str().is_none_or(str::is_empty) {
+                errs.push(required(f));
+            }
+        }
     }
 }
 

@@ -148,7 +148,8 @@
 //! Field selectors on events.k8s.io/v1 use its own labels (`regarding.*`,
 //! `reportingController`, `reason`, `type`), converted to the core ones.
 //! managedFields of a request without `fieldManager` are attributed to the
-//! User-Agent up to its first `/` (kube-rs sends none: `unknown`).
+//! User-Agent up to its first `/` (kube-rs sends none: the manager is then
+//! empty, as on the real server).
 //!
 //! # Running the conformance scenarios against a real cluster
 //!

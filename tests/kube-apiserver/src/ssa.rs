@@ -254,13 +254,15 @@ pub fn write_entries(obj: &mut Value, entries: &[Entry]) {
         .filter(|e| !e.fields.is_empty())
         .map(|e| {
             let mut v = json!({
-                "manager": e.manager,
                 "operation": e.operation,
                 "apiVersion": e.api_version,
                 "time": e.time,
                 "fieldsType": "FieldsV1",
                 "fieldsV1": to_fields_v1(&e.fields),
             });
+            if !e.manager.is_empty() {
+                v["manager"] = json!(e.manager);
+            }
             if !e.subresource.is_empty() {
                 v["subresource"] = json!(e.subresource);
             }

@@ -62,6 +62,7 @@ scenario!(dry_run_does_not_persist, core::dry_run_does_not_persist);
 scenario!(metadata_api, core::metadata_api);
 scenario!(binding_subresource, core::binding_subresource);
 scenario!(service_allocation, core::service_allocation);
+scenario!(pod_ip_fields_stay_in_step, core::pod_ip_fields_stay_in_step);
 
 scenario!(merge_patch, patch::merge_patch);
 scenario!(json_patch, patch::json_patch);

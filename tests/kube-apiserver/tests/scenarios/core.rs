@@ -793,7 +793,7 @@ pub async fn events_two_apis_one_storage(ctx: Ctx) {
     // a core event is visible through events.k8s.io
     let ce: CoreEvent = obj(json!({
         "metadata": {"name": "ev3"},
-        "involvedObject": {"kind": "Node", "name": "n1"},
+        "involvedObject": {"kind": "Pod", "name": "p2", "namespace": ctx.ns},
         "reason": "NodeReady", "message": "up", "type": "Normal",
         "source": {"component": "kubelet"},
         "firstTimestamp": "2025-01-01T00:00:00Z", "lastTimestamp": "2025-01-01T00:00:00Z", "count": 1
@@ -801,7 +801,29 @@ pub async fn events_two_apis_one_storage(ctx: Ctx) {
     core.create(&PostParams::default(), &ce).await.unwrap();
     let e = v1.get("ev3").await.unwrap();
     assert_eq!(e.note.as_deref(), Some("up"));
-    assert_eq!(e.regarding.unwrap().name.as_deref(), Some("n1"));
+    assert_eq!(e.regarding.unwrap().name.as_deref(), Some("p2"));
+    // events.k8s.io field labels
+    let l = v1
+        .list(&ListParams::default().fields("regarding.name=p2"))
+        .await
+        .unwrap();
+    assert_eq!(l.items.len(), 1);
+    // an event about a cluster-scoped object belongs in "default"
+    let bad: CoreEvent = obj(json!({
+        "metadata": {"name": "ev4"},
+        "involvedObject": {"kind": "Node", "name": "n1"},
+        "reason": "NodeReady", "message": "up", "type": "Normal"
+    }));
+    let s = expect_err(
+        core.create(&PostParams::default(), &bad).await,
+        422,
+        "Invalid",
+    );
+    assert!(
+        s.message.contains("does not match event.namespace"),
+        "{}",
+        s.message
+    );
     assert_eq!(e.deprecated_count, Some(1));
 }
 
@@ -960,4 +982,31 @@ pub async fn service_allocation(ctx: Ctx) {
         422,
         "Invalid",
     );
+}
+
+pub async fn pod_ip_fields_stay_in_step(ctx: Ctx) {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.ns);
+    pods.create(&PostParams::default(), &pod("ips", json!({}), None))
+        .await
+        .unwrap();
+    let p = pods
+        .patch_status(
+            "ips",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"podIP": "10.1.2.3", "hostIP": "192.168.7.1"}})),
+        )
+        .await
+        .unwrap();
+    let st = p.status.unwrap();
+    assert_eq!(st.pod_ips.unwrap()[0].ip, "10.1.2.3");
+    assert_eq!(st.host_ips.unwrap()[0].ip, "192.168.7.1");
+    let p = pods
+        .patch_status(
+            "ips",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"podIP": null, "podIPs": [{"ip": "10.1.2.4"}]}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.status.unwrap().pod_ip.as_deref(), Some("10.1.2.4"));
 }
