@@ -13,6 +13,10 @@ use crate::engine::activation::ActivationPolicy;
 pub enum BackendKind {
     /// Each module as its own JVM started by the agent.
     Process,
+    /// Modules inside the base JVM, driven through SOFAArk's telnet command port.
+    ArkTelnet,
+    /// Modules inside the base JVM, through a Java Arklet embedded in it on another port.
+    Arklet,
 }
 
 /// Version activation policy on the command line.
@@ -128,6 +132,16 @@ pub struct Config {
     /// Log as JSON lines.
     #[arg(long, env = "KOUPLELESS_AGENT_LOG_JSON")]
     pub log_json: bool,
+    /// Where the base JVM sees the agent's package directory (`<work-dir>/packages`), when a
+    /// shared volume is mounted at another path there (ark-telnet and arklet backends).
+    #[arg(long, env = "KOUPLELESS_AGENT_PACKAGE_DIR_IN_BASE")]
+    pub package_dir_in_base: Option<PathBuf>,
+    /// The ark-telnet backend.
+    #[command(flatten)]
+    pub ark_telnet: crate::backend::ark_telnet::ArkTelnetArgs,
+    /// The arklet backend.
+    #[command(flatten)]
+    pub arklet: crate::backend::arklet::ArkletArgs,
     /// Controller tunnels (MQTT, HTTP heartbeat).
     #[command(flatten)]
     pub tunnel: crate::tunnel::TunnelArgs,

@@ -151,6 +151,15 @@ pub struct Args {
     #[arg(long, env = "KUBELET_PORT", default_value_t = 10250)]
     pub kubelet_port: i32,
 
+    /// Workload back-off levels: a replica already owning a share of the bases it knows waits
+    /// up to this many steps before claiming a new one, so replicas share bases (upstream
+    /// parses this variable but never uses it).
+    #[arg(long, env = "WORKLOAD_MAX_LEVEL", default_value_t = 3)]
+    pub workload_max_level: u32,
+    /// Length of one workload back-off step.
+    #[arg(long, env = "WORKLOAD_STEP", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub workload_step: Duration,
+
     /// Kubernetes client requests per second (upstream hard-codes 100).
     #[arg(long, env = "KUBE_API_QPS", default_value_t = 100.0)]
     pub kube_api_qps: f64,
@@ -217,6 +226,50 @@ pub struct Settings {
     pub node: NodeSettings,
     /// Bound on each Kubernetes call.
     pub api_timeout: Duration,
+    /// Workload back-off before claiming a new base.
+    pub workload: Workload,
+}
+
+/// Workload back-off (spec controller §4.3, implemented for real).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Workload {
+    /// Number of levels.
+    pub max_level: u32,
+    /// Delay per level.
+    pub step: Duration,
+}
+
+impl Workload {
+    /// Upstream's formula, `level = owned × max_level / (known + 1)`, times the step: a
+    /// replica that owns most of what it knows waits longest before claiming another base.
+    pub fn delay(&self, owned: usize, known: usize) -> Duration {
+        let level = (owned as u64 * u64::from(self.max_level)) / (known as u64 + 1);
+        self.step * u32::try_from(level.min(u64::from(self.max_level))).unwrap_or(0)
+    }
+
+    /// The back-off for claiming `base` as replica `me`: the workload delay plus a share of
+    /// one step derived from a hash of both names. Replicas that hear of many bases at once
+    /// (a cold start) all have the same workload, so the hash decides, and it sends each base
+    /// to a different replica, like rendezvous hashing, without knowing the other replicas.
+    pub fn claim_delay(&self, owned: usize, known: usize, base: &str, me: &str) -> Duration {
+        // FNV-1a: stable across processes and versions, unlike std's hasher.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in base.bytes().chain([0]).chain(me.bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        let share = (h % 1000) as u32;
+        self.delay(owned, known) + self.step * share / 1000
+    }
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload {
+            max_level: 3,
+            step: Duration::from_millis(100),
+        }
+    }
 }
 
 /// MQTT tunnel settings.
@@ -351,6 +404,7 @@ impl Settings {
             timings: Timings::UPSTREAM,
             node: NodeSettings::default(),
             api_timeout: Duration::from_secs(15),
+            workload: Workload::default(),
         }
     }
 }
@@ -421,6 +475,10 @@ impl Args {
                 kubelet_port: self.kubelet_port,
             },
             api_timeout: self.api_timeout,
+            workload: Workload {
+                max_level: self.workload_max_level,
+                step: self.workload_step,
+            },
         })
     }
 }
@@ -563,6 +621,30 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(a.settings().unwrap().node.unbounded_metaspace_bytes, None);
+    }
+
+    #[test]
+    fn workload_delay_table() {
+        let w = Workload::default();
+        let ms = Duration::from_millis;
+        for (owned, known, want) in [
+            (0, 0, ms(0)),
+            (0, 10, ms(0)),
+            (1, 1, ms(100)),
+            (3, 5, ms(100)),
+            (5, 5, ms(200)),
+            (10, 10, ms(200)),
+            (1000, 1000, ms(200)),
+            (1000, 0, ms(300)),
+        ] {
+            assert_eq!(w.delay(owned, known), want, "{owned}/{known}");
+        }
+        // The hash share stays below one step and differs between replicas.
+        let a = w.claim_delay(0, 0, "base-1", "mc-a");
+        let b = w.claim_delay(0, 0, "base-1", "mc-b");
+        assert!(a < ms(100) && b < ms(100) && a != b, "{a:?} {b:?}");
+        assert_eq!(a, w.claim_delay(0, 0, "base-1", "mc-a"), "deterministic");
+        assert!(w.claim_delay(5, 5, "base-1", "mc-a") >= ms(200));
     }
 
     #[test]

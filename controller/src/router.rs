@@ -228,6 +228,13 @@ impl Router {
                 let exits = self.exits_tx.clone();
                 let n = name.clone();
                 let first = status.clone();
+                let owned = self.ctx.registry.owned().len();
+                let delay = self.ctx.settings.workload.claim_delay(
+                    owned,
+                    self.supervisors.len(),
+                    base.as_str(),
+                    &self.ctx.settings.client_id,
+                );
                 let tx = self.spawn(name.clone(), move |generation, rx| {
                     Supervisor::from_heartbeat(
                         n,
@@ -239,6 +246,7 @@ impl Router {
                         exits,
                         Instant::now(),
                     )
+                    .with_claim_delay(delay)
                 });
                 let _ = tx.try_send(SupervisorMsg::Heartbeat {
                     tunnel,

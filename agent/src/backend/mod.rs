@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use crate::package::Package;
 
+pub mod ark_telnet;
+pub mod arklet;
 pub mod process;
 
 /// `name:version`, the identity of a module everywhere in the agent.

@@ -186,6 +186,14 @@ impl Machine {
         }
     }
 
+    /// Delays the first Lease claim (workload back-off); a Lease held by someone else is
+    /// still only learned then.
+    #[must_use]
+    pub fn first_check_after(mut self, delay: Duration) -> Machine {
+        self.lease_at += delay;
+        self
+    }
+
     /// Current phase.
     pub fn phase(&self) -> Phase {
         self.phase
@@ -494,6 +502,18 @@ mod tests {
         // A failed check is retried after the retry interval, not a full period.
         m.step(Input::Lease(LeaseOutcome::Failed), t0 + s(11));
         assert_eq!(m.next_wakeup(t0 + s(11)), Some(t0 + s(13)));
+    }
+
+    #[test]
+    fn workload_back_off_delays_the_first_claim() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(t0, TIMINGS).first_check_after(Duration::from_millis(200));
+        assert_eq!(m.next_wakeup(t0), Some(t0 + Duration::from_millis(200)));
+        assert_eq!(m.step(Input::Tick, t0 + Duration::from_millis(100)), []);
+        assert_eq!(
+            m.step(Input::Tick, t0 + Duration::from_millis(200)).len(),
+            1
+        );
     }
 
     #[test]

@@ -152,6 +152,13 @@ fn version_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta)
 }
 
 impl Supervisor {
+    /// Delays the first Lease claim (workload back-off).
+    #[must_use]
+    pub fn with_claim_delay(mut self, delay: std::time::Duration) -> Supervisor {
+        self.machine = self.machine.first_check_after(delay);
+        self
+    }
+
     /// A supervisor for a base heard from on `tunnel`.
     #[allow(clippy::too_many_arguments)]
     pub fn from_heartbeat(

@@ -62,6 +62,7 @@
 //! [`process_alive`] treats zombies as gone, [`pid_exists`] is `kill(pid, 0)`, [`free_port`]
 //! finds a port for [`Behaviour::ListenTcp`], [`file_url`] turns a path into a `bizUrl`.
 
+pub mod ark_telnet_peer;
 mod biz;
 pub mod broker;
 mod java;
