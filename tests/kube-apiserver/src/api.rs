@@ -11,6 +11,7 @@ use crate::selectors::{FieldSelector, LabelSelector, labels_of};
 use crate::ssa;
 use crate::store::{EventType, HistoryError, Key, Snapshot, State, Store};
 use crate::table::{self, IncludeObject};
+use crate::typed;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -71,6 +72,16 @@ fn json_response(code: StatusCode, v: &Value) -> Response {
         body,
     )
         .into_response()
+}
+
+fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let v = format!("299 - {:?}", w);
+        if let Ok(h) = http::HeaderValue::from_str(&v) {
+            resp.headers_mut().append(http::header::WARNING, h);
+        }
+    }
+    resp
 }
 
 /// How to render objects for this request (from the Accept header).
@@ -363,6 +374,9 @@ impl Req<'_> {
                 "unsupported dryRun value {other:?}: only \"All\""
             ))),
         }
+    }
+    fn field_validation(&self) -> ApiResult<crate::typed::FieldValidation> {
+        crate::typed::FieldValidation::parse(self.q.get("fieldValidation").map(String::as_str))
     }
     fn manager(&self) -> String {
         if let Some(m) = self.q.get("fieldManager").filter(|m| !m.is_empty()) {
@@ -1303,6 +1317,7 @@ fn check_body_name(obj: &mut Value, name: &str) -> ApiResult<()> {
 fn create(r: &Req<'_>) -> ApiResult<Response> {
     let mut obj = parse_body(r)?;
     check_type(r.def, &mut obj)?;
+    let (obj, warnings) = typed::check(r.def, obj, r.field_validation()?)?;
     let obj = to_storage(r.def, obj);
     if r.def.is_events_v1() {
         let errs = kinds::events_v1_validate(&view(r.def, &obj));
@@ -1316,7 +1331,10 @@ fn create(r: &Req<'_>) -> ApiResult<Response> {
         do_create(&mut st, r.def, r.ns, obj, &w, Managed::Update)?
     };
     r.app.store.notify(0);
-    Ok(json_response(StatusCode::CREATED, &view(r.def, &out)))
+    Ok(with_warnings(
+        json_response(StatusCode::CREATED, &view(r.def, &out)),
+        &warnings,
+    ))
 }
 
 fn update(r: &Req<'_>) -> ApiResult<Response> {
@@ -1330,6 +1348,7 @@ fn update(r: &Req<'_>) -> ApiResult<Response> {
             "the namespace of the provided object does not match the namespace sent on the request",
         ));
     }
+    let (obj, warnings) = typed::check(r.def, obj, r.field_validation()?)?;
     let obj = to_storage(r.def, obj);
     let w = WriteCtx::of(r)?;
     let key = r.key(name);
@@ -1368,7 +1387,10 @@ fn update(r: &Req<'_>) -> ApiResult<Response> {
     } else {
         StatusCode::OK
     };
-    Ok(json_response(code, &view(r.def, &out)))
+    Ok(with_warnings(
+        json_response(code, &view(r.def, &out)),
+        &warnings,
+    ))
 }
 
 fn patch_object(r: &Req<'_>) -> ApiResult<Response> {
@@ -1392,7 +1414,8 @@ fn patch_object(r: &Req<'_>) -> ApiResult<Response> {
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     let w = WriteCtx::of(r)?;
     let key = r.key(name);
-    let out = {
+    let fv = r.field_validation()?;
+    let (out, warnings) = {
         let mut st = r.app.store.lock();
         let old = st
             .objects
@@ -1426,11 +1449,18 @@ fn patch_object(r: &Req<'_>) -> ApiResult<Response> {
         if !rv.is_empty() && rv != meta_str(&old, "resourceVersion") {
             return Err(ApiError::conflict_stale(r.target(name)));
         }
+        let (patched, warnings) = typed::check(r.def, patched, fv)?;
         let new = to_storage(r.def, patched);
-        finish_update(&mut st, r.def, &key, r.sub, &old, new, &w, Managed::Update)?
+        (
+            finish_update(&mut st, r.def, &key, r.sub, &old, new, &w, Managed::Update)?,
+            warnings,
+        )
     };
     r.app.store.notify(0);
-    Ok(json_response(StatusCode::OK, &view(r.def, &out)))
+    Ok(with_warnings(
+        json_response(StatusCode::OK, &view(r.def, &out)),
+        &warnings,
+    ))
 }
 
 fn invalid_patch_option(field: &str, why: &str) -> ApiError {
@@ -1491,6 +1521,7 @@ fn apply_patch(r: &Req<'_>, name: &str) -> ApiResult<Response> {
     if r.def.namespaced {
         config["metadata"]["namespace"] = json!(r.ns.unwrap_or(""));
     }
+    let (config, warnings) = typed::check(r.def, config, r.field_validation()?)?;
     let mut config = to_storage(r.def, config);
     {
         let cm = config.as_object_mut().expect("object");
@@ -1579,7 +1610,10 @@ fn apply_patch(r: &Req<'_>, name: &str) -> ApiResult<Response> {
     } else {
         StatusCode::OK
     };
-    Ok(json_response(code, &view(r.def, &out)))
+    Ok(with_warnings(
+        json_response(code, &view(r.def, &out)),
+        &warnings,
+    ))
 }
 
 // ---------------------------------------------------------------- delete

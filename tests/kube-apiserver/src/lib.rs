@@ -117,6 +117,12 @@
 //!   annotations, finalizers, pod containers, the pod-spec update
 //!   restrictions, workload selectors (required, matching the template,
 //!   immutable) and service ports/type.
+//! - Bodies are decoded as their real types (the k8s-openapi structs): a
+//!   wrongly typed field is 400 BadRequest; unknown fields follow
+//!   `fieldValidation` (`Strict`, which kubectl sends: 400 "strict decoding
+//!   error"; `Warn`, the default: dropped with a `Warning` header;
+//!   `Ignore`: dropped). Missing required fields are left to validation
+//!   (422), as the real decoder fills zero values. See [`typed`].
 //! - Errors are `Status` objects with the real `reason`, `code`, `details`.
 //!
 //! # What it does not do
@@ -177,6 +183,7 @@ pub mod selectors;
 pub mod ssa;
 pub mod store;
 pub mod table;
+pub mod typed;
 
 use crate::resources::Storage;
 use serde_json::json;

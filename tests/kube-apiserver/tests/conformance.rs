@@ -63,6 +63,7 @@ scenario!(metadata_api, core::metadata_api);
 scenario!(binding_subresource, core::binding_subresource);
 scenario!(service_allocation, core::service_allocation);
 scenario!(pod_ip_fields_stay_in_step, core::pod_ip_fields_stay_in_step);
+scenario!(field_validation, core::field_validation);
 
 scenario!(merge_patch, patch::merge_patch);
 scenario!(json_patch, patch::json_patch);

@@ -1010,3 +1010,67 @@ pub async fn pod_ip_fields_stay_in_step(ctx: Ctx) {
         .unwrap();
     assert_eq!(p.status.unwrap().pod_ip.as_deref(), Some("10.1.2.4"));
 }
+
+pub async fn field_validation(ctx: Ctx) {
+    let body = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "fv"},
+        "spec": {"containers": [{"name": "c", "image": "i", "imagePullPolicyy": "Always"}]}});
+    let post = |q: &str| {
+        http::Request::post(format!("/api/v1/namespaces/{}/pods{q}", ctx.ns))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .unwrap()
+    };
+    let s = status(
+        ctx.client
+            .request_text(post("?fieldValidation=Strict"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((s.code, s.reason.as_str()), (400, "BadRequest"));
+    assert!(
+        s.message.contains("unknown field") && s.message.contains("imagePullPolicyy"),
+        "{}",
+        s.message
+    );
+    // the default (Warn) drops the field
+    let text = ctx.client.request_text(post("")).await.unwrap();
+    let created: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        created["spec"]["containers"][0]
+            .get("imagePullPolicyy")
+            .is_none()
+    );
+    // wrong types are errors whatever the directive
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.ns);
+    let s = status(
+        pods.patch(
+            "fv",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"activeDeadlineSeconds": "soon"}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(s.code, 400, "{s:?}");
+    // strict patches
+    let pp = PatchParams {
+        field_validation: Some(kube::api::ValidationDirective::Strict),
+        ..Default::default()
+    };
+    let s = status(
+        pods.patch(
+            "fv",
+            &pp,
+            &Patch::Merge(json!({"metadata": {"labelz": {"a": "b"}}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(s.code, 400, "{s:?}");
+    let s = status(
+        pods.patch("fv", &PatchParams::apply("fv").validation_strict(), &Patch::Apply(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "fv"}, "spec": {"nodeNam": "x"}})))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(s.code, 400, "{s:?}");
+}
