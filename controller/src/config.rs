@@ -52,7 +52,8 @@ pub struct Args {
     /// Host name (the pod name in Kubernetes), the second fallback for `CLIENT_ID`.
     #[arg(long, env = "HOSTNAME", hide = true)]
     pub hostname: Option<String>,
-    /// Namespace of the controller; Node Events are recorded here.
+    /// Namespace the controller runs in (upstream looks up its kubelet-proxy Service here;
+    /// accepted for compatibility). Node Events go to `default`, like a kubelet's.
     #[arg(long, env = "NAMESPACE", default_value = "default")]
     pub namespace: String,
 
@@ -214,7 +215,7 @@ pub struct Settings {
     pub env: Env,
     /// Lease holder identity.
     pub client_id: String,
-    /// Namespace for Events.
+    /// Namespace the controller runs in.
     pub namespace: String,
     /// MQTT tunnel, when enabled.
     pub mqtt: Option<MqttSettings>,
