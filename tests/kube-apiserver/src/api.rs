@@ -159,10 +159,16 @@ pub async fn handle(app: Arc<App>, req: axum::extract::Request) -> Response {
             return ApiError::bad_request(format!("reading request body: {e}")).into_response();
         }
     };
-    match route(app, parts.method, parts.uri, parts.headers, body).await {
+    let (method, uri) = (parts.method.clone(), parts.uri.clone());
+    let resp = match route(app, parts.method, parts.uri, parts.headers, body).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
+        Err(e) => {
+            tracing::debug!(%method, %uri, code = e.code, reason = e.reason, message = %e.message, "request refused");
+            return e.into_response();
+        }
+    };
+    tracing::debug!(%method, %uri, status = resp.status().as_u16(), "request served");
+    resp
 }
 
 async fn route(

@@ -11,6 +11,20 @@ mod scenarios;
 use common::run;
 use scenarios::{core, delete, kubectl, patch, runtime, watch};
 
+/// Says where the scenarios ran, so a skipped real-cluster comparison is
+/// visible in the test output.
+#[test]
+fn real_cluster_mode() {
+    if common::real_cluster() {
+        eprintln!("conformance scenarios run against the cluster KUBECONFIG points at");
+    } else {
+        eprintln!(
+            "SKIP real cluster: the scenarios ran against the in-memory test server; \
+             set KOUPLELESS_REAL_CLUSTER=1 with KUBECONFIG pointing at a cluster to run them there"
+        );
+    }
+}
+
 macro_rules! scenario {
     ($name:ident, $f:path) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
