@@ -119,9 +119,10 @@ pub struct Config {
     /// Pattern that picks the base JVM by main class or command line when several run.
     #[arg(long, env = "KOUPLELESS_BASE_MAIN_CLASS")]
     pub base_main_class: Option<String>,
-    /// Use the HotSpot attach API for live metaspace numbers (off: hsperfdata only).
-    #[arg(long, env = "KOUPLELESS_AGENT_ATTACH")]
-    pub attach: bool,
+    /// Do not use the HotSpot attach API (live metaspace and `MaxMetaspaceSize`); read
+    /// hsperfdata only. Without attach, metaspace is known only after the base's first GC.
+    #[arg(long, env = "KOUPLELESS_AGENT_NO_ATTACH")]
+    pub no_attach: bool,
     /// `/readyz` also requires every installed module to be activated (upstream
     /// `withAllBizReadiness`).
     #[arg(long, env = "KOUPLELESS_AGENT_READY_WITH_ALL_BIZ")]
@@ -154,10 +155,10 @@ impl Config {
         let mut cfg = Config::parse();
         let port_given = std::env::args().any(|a| a.starts_with("--port") || a.starts_with("--koupleless.arklet.http.port"))
             || std::env::var_os("KOUPLELESS_ARKLET_HTTP_PORT").is_some();
-        if !port_given {
-            if let Some(p) = std::env::var("koupleless.arklet.http.port").ok().and_then(|v| v.parse().ok()) {
-                cfg.port = p;
-            }
+        if !port_given
+            && let Some(p) = std::env::var("koupleless.arklet.http.port").ok().and_then(|v| v.parse().ok())
+        {
+            cfg.port = p;
         }
         cfg
     }
@@ -172,10 +173,10 @@ impl Config {
         if let Some(id) = &self.base_identity {
             return id.clone();
         }
-        if let Ok(ip) = std::env::var("POD_IP") {
-            if !ip.is_empty() {
-                return ip;
-            }
+        if let Ok(ip) = std::env::var("POD_IP")
+            && !ip.is_empty()
+        {
+            return ip;
         }
         local_ipv4().map(|ip| ip.to_string()).unwrap_or_else(|| hostname().unwrap_or_else(|| "localhost".into()))
     }

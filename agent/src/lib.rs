@@ -8,3 +8,5 @@ pub mod http;
 pub mod config;
 pub mod health;
 pub mod tunnel;
+pub mod app;
+pub mod restore;

@@ -333,7 +333,7 @@ pub fn is_safe_entry(name: &str) -> bool {
         && !name.starts_with('\\')
         && !name.contains('\0')
         && !name.split(['/', '\\']).any(|seg| seg == "..")
-        && !(name.len() >= 2 && name.as_bytes()[1] == b':')
+        && (name.len() < 2 || name.as_bytes()[1] != b':')
 }
 
 /// Validates a jar on disk: readable zip, safe entry names, Ark biz mark, manifest identity and
@@ -439,12 +439,11 @@ impl PackageStore {
 
     /// Deletes a stored package (uninstall, failed install). Missing files are fine.
     pub fn remove(&self, pkg: &Package) {
-        if pkg.jar.starts_with(&self.cfg.dir) {
-            if let Err(e) = std::fs::remove_file(&pkg.jar) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(jar = %pkg.jar.display(), error = %e, "could not remove package");
-                }
-            }
+        if pkg.jar.starts_with(&self.cfg.dir)
+            && let Err(e) = std::fs::remove_file(&pkg.jar)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(jar = %pkg.jar.display(), error = %e, "could not remove package");
         }
     }
 
@@ -576,7 +575,8 @@ mod tests {
 
     #[test]
     fn manifest_rules_table() {
-        let cases: [(&str, Result<(&str, i32), &str>); 5] = [
+        type Want = Result<(&'static str, i32), &'static str>;
+        let cases: [(&str, Want); 5] = [
             ("Ark-Biz-Name: a\nArk-Biz-Version: 1\nMain-Class: M\n", Ok(("M", 100))),
             ("Ark-Biz-Name: a\nArk-Biz-Version: 1\nMain-Class: M\nStart-Class: S\npriority: x\n", Ok(("S", 100))),
             ("Ark-Biz-Version: 1\nMain-Class: M\n", Err("Ark-Biz-Name")),

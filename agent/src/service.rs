@@ -36,9 +36,9 @@ pub enum Data {
     /// queryAllBiz.
     Bizs(Vec<BizInfo>),
     /// health.
-    Health(Health),
+    Health(Box<Health>),
     /// Async record.
-    Record(ProcessRecord),
+    Record(Box<ProcessRecord>),
 }
 
 /// What a command produced, independent of the transport.
@@ -121,14 +121,36 @@ pub fn validate_biz_op(req: &BizOpRequest) -> Result<BizKey, &'static str> {
     Ok(BizKey::new(req.biz_name.clone().unwrap_or_default(), req.biz_version.clone().unwrap_or_default()))
 }
 
-/// Decodes a body, mapping failures to upstream-shaped outcomes.
-fn decode<T: LenientRequest>(body: &[u8]) -> Result<Option<T>, Outcome> {
-    lenient::decode_request::<T>(body).map_err(|e| match e {
-        DecodeError::Syntax(_) | DecodeError::NotAnObject(_) => {
-            Outcome::internal(e.to_string(), ErrorCode::InvalidRequest)
+/// A request body parsed once: `None` is the Java "null input" (empty body or `null`).
+pub type Body = Option<serde_json::Value>;
+
+/// Parses a raw body. Upstream parses every body before dispatch, so malformed JSON or a
+/// non-object fails every command, `help` included (where upstream never answers, we do).
+pub fn parse_body(body: &[u8]) -> Result<Body, Outcome> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| Outcome::internal(DecodeError::Syntax(e.to_string()).to_string(), ErrorCode::InvalidRequest))?;
+    match v {
+        serde_json::Value::Null => Ok(None),
+        v @ serde_json::Value::Object(_) => Ok(Some(v)),
+        other => {
+            let kind = match other {
+                serde_json::Value::Array(_) => "an array",
+                serde_json::Value::String(_) => "a string",
+                serde_json::Value::Number(_) => "a number",
+                _ => "a boolean",
+            };
+            Err(Outcome::internal(DecodeError::NotAnObject(kind).to_string(), ErrorCode::InvalidRequest))
         }
-        DecodeError::Shape(_) => Outcome::invalid(e.to_string()),
-    })
+    }
+}
+
+/// Decodes a parsed body into a request type, mapping failures to upstream-shaped outcomes.
+fn decode<T: LenientRequest>(body: &Body) -> Result<Option<T>, Outcome> {
+    let Some(v) = body else { return Ok(None) };
+    lenient::decode_value::<T>(v.clone()).map_err(|e| Outcome::invalid(e.to_string()))
 }
 
 /// The command service. Cheap to clone.
@@ -166,15 +188,24 @@ impl<B: RuntimeBackend> CommandService<B> {
 
     /// Runs the command named `id` with a raw request body.
     pub async fn execute(&self, id: &str, body: &[u8]) -> Outcome {
-        match id.parse::<CommandId>() {
-            Ok(cmd) => self.run(cmd, body).await,
-            Err(UnknownCommand(id)) => Outcome::NotFound(id),
+        let cmd = match id.parse::<CommandId>() {
+            Ok(cmd) => cmd,
+            Err(UnknownCommand(id)) => return Outcome::NotFound(id),
+        };
+        self.run(cmd, body).await
+    }
+
+    /// Runs a known command with a raw request body.
+    pub async fn run(&self, cmd: CommandId, body: &[u8]) -> Outcome {
+        match parse_body(body) {
+            Ok(body) => self.run_body(cmd, &body).await,
+            Err(o) => o,
         }
     }
 
-    /// Runs a known command.
+    /// Runs a known command with an already parsed body.
     #[tracing::instrument(skip_all, fields(cmd = %cmd))]
-    pub async fn run(&self, cmd: CommandId, body: &[u8]) -> Outcome {
+    pub async fn run_body(&self, cmd: CommandId, body: &Body) -> Outcome {
         let out = match cmd {
             CommandId::Help => Outcome::Success(Data::Commands(
                 CommandId::ALL
@@ -209,7 +240,7 @@ impl<B: RuntimeBackend> CommandService<B> {
             .collect()
     }
 
-    fn health_cmd(&self, body: &[u8]) -> Outcome {
+    fn health_cmd(&self, body: &Body) -> Outcome {
         let req = match decode::<HealthRequest>(body) {
             Ok(r) => r.unwrap_or_default(),
             Err(o) => return o,
@@ -222,7 +253,7 @@ impl<B: RuntimeBackend> CommandService<B> {
             plugins: Vec::new(),
         };
         match health_cmd::compose(&req, inputs) {
-            Ok(health_data) => Outcome::Success(Data::Health(Health { health_data })),
+            Ok(health_data) => Outcome::Success(Data::Health(Box::new(Health { health_data }))),
             Err(HealthFailure::Invalid(m)) => Outcome::invalid(m),
             Err(HealthFailure::Failed(m)) => {
                 Outcome::Failed { message: m, data: None, code: ErrorCode::NoMatchedBiz }
@@ -230,7 +261,7 @@ impl<B: RuntimeBackend> CommandService<B> {
         }
     }
 
-    fn query_biz_ops(&self, body: &[u8]) -> Outcome {
+    fn query_biz_ops(&self, body: &Body) -> Outcome {
         let req = match decode::<QueryBizOpsRequest>(body) {
             Ok(Some(r)) => r,
             Ok(None) => return Outcome::invalid("request is null"),
@@ -240,7 +271,7 @@ impl<B: RuntimeBackend> CommandService<B> {
             return Outcome::invalid("requestId is blank");
         };
         match self.engine.with_ops(|t| t.get(&id, now_ms())) {
-            Some(rec) => Outcome::Success(Data::Record(rec)),
+            Some(rec) => Outcome::Success(Data::Record(Box::new(rec))),
             None => Outcome::Failed {
                 message: "Not found the corresponding ops record.".into(),
                 data: None,
@@ -308,10 +339,10 @@ impl<B: RuntimeBackend> CommandService<B> {
             };
             engine.with_ops(|t| t.finish(&rid, result, now_ms()));
         });
-        Outcome::Success(Data::Record(record))
+        Outcome::Success(Data::Record(Box::new(record)))
     }
 
-    async fn install_cmd(&self, body: &[u8]) -> Outcome {
+    async fn install_cmd(&self, body: &Body) -> Outcome {
         let mut req = match decode::<InstallBizRequest>(body) {
             Ok(r) => r.unwrap_or_default(),
             Err(o) => return o,
@@ -405,7 +436,7 @@ impl<B: RuntimeBackend> CommandService<B> {
         }
     }
 
-    async fn biz_op_cmd(&self, cmd: CommandId, body: &[u8]) -> Outcome {
+    async fn biz_op_cmd(&self, cmd: CommandId, body: &Body) -> Outcome {
         let req = match decode::<BizOpRequest>(body) {
             Ok(r) => r.unwrap_or_default(),
             Err(o) => return o,
@@ -484,7 +515,7 @@ impl<B: RuntimeBackend> CommandService<B> {
         }
     }
 
-    async fn batch_cmd(&self, body: &[u8]) -> Outcome {
+    async fn batch_cmd(&self, body: &Body) -> Outcome {
         let req = match decode::<BatchInstallBizRequest>(body) {
             Ok(r) => r.unwrap_or_default(),
             Err(o) => return o,
@@ -613,6 +644,53 @@ fn item_failure(name: &str, version: &str, message: &str) -> ClientResponse {
     }
 }
 
+impl Outcome {
+    /// The HTTP envelope (spec §2.2). Internal errors carry no `baseIdentity`; the stack trace
+    /// field holds our error chain, since there is no Java stack to show.
+    pub fn into_response(self, base_identity: &str) -> koupleless_protocol::Response<Data> {
+        use koupleless_protocol::Response;
+        match self {
+            Outcome::Success(d) => Response::success(base_identity, d),
+            Outcome::Failed { message, data, code } => Response::failed(base_identity, message, data, code),
+            Outcome::Internal { message, code } => {
+                let stack = format!("koupleless-agent error ({code}): {message}");
+                Response::internal_error(&message, code, stack)
+            }
+            Outcome::NotFound(_) => Response::not_found(),
+        }
+    }
+
+    /// The Arklet `Output` as MQTT replies carry it (spec §5.6): an internal error becomes
+    /// `FAILED` with `data = {code: FAILED, message: <detail>}`, as the Java tunnel publishes
+    /// a thrown exception.
+    pub fn into_output(self) -> koupleless_protocol::Output<Data> {
+        use koupleless_protocol::{Output, ResponseCode};
+        match self {
+            Outcome::Success(d) => Output { code: ResponseCode::Success, data: Some(d), error_code: None, message: None },
+            Outcome::Failed { message, data, code } => {
+                Output { code: ResponseCode::Failed, data, error_code: Some(code), message: Some(message) }
+            }
+            Outcome::Internal { message, code } => Output {
+                code: ResponseCode::Failed,
+                data: Some(Data::Client(ClientResponse {
+                    biz_infos: None,
+                    code: ArkResultCode::Failed,
+                    elapsed_space: None,
+                    message: message.clone(),
+                })),
+                error_code: Some(code),
+                message: Some(message),
+            },
+            Outcome::NotFound(id) => Output {
+                code: ResponseCode::Failed,
+                data: None,
+                error_code: Some(ErrorCode::InvalidRequest),
+                message: Some(format!("{id} not found handler")),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -668,52 +746,5 @@ mod tests {
             "FAILED:biz1:0.0.1 installBiz conflict, exist unfinished command(installBiz) for this biz"
         );
         assert_eq!(engine::lock_key(None, None), "null:null");
-    }
-}
-
-impl Outcome {
-    /// The HTTP envelope (spec §2.2). Internal errors carry no `baseIdentity`; the stack trace
-    /// field holds our error chain, since there is no Java stack to show.
-    pub fn into_response(self, base_identity: &str) -> koupleless_protocol::Response<Data> {
-        use koupleless_protocol::Response;
-        match self {
-            Outcome::Success(d) => Response::success(base_identity, d),
-            Outcome::Failed { message, data, code } => Response::failed(base_identity, message, data, code),
-            Outcome::Internal { message, code } => {
-                let stack = format!("koupleless-agent error ({code}): {message}");
-                Response::internal_error(&message, code, stack)
-            }
-            Outcome::NotFound(_) => Response::not_found(),
-        }
-    }
-
-    /// The Arklet `Output` as MQTT replies carry it (spec §5.6): an internal error becomes
-    /// `FAILED` with `data = {code: FAILED, message: <detail>}`, as the Java tunnel publishes
-    /// a thrown exception.
-    pub fn into_output(self) -> koupleless_protocol::Output<Data> {
-        use koupleless_protocol::{Output, ResponseCode};
-        match self {
-            Outcome::Success(d) => Output { code: ResponseCode::Success, data: Some(d), error_code: None, message: None },
-            Outcome::Failed { message, data, code } => {
-                Output { code: ResponseCode::Failed, data, error_code: Some(code), message: Some(message) }
-            }
-            Outcome::Internal { message, code } => Output {
-                code: ResponseCode::Failed,
-                data: Some(Data::Client(ClientResponse {
-                    biz_infos: None,
-                    code: ArkResultCode::Failed,
-                    elapsed_space: None,
-                    message: message.clone(),
-                })),
-                error_code: Some(code),
-                message: Some(message),
-            },
-            Outcome::NotFound(id) => Output {
-                code: ResponseCode::Failed,
-                data: None,
-                error_code: Some(ErrorCode::InvalidRequest),
-                message: Some(format!("{id} not found handler")),
-            },
-        }
     }
 }

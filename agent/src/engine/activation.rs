@@ -175,7 +175,7 @@ mod tests {
 
     #[test]
     fn listing_order_matches_the_real_base() {
-        let mut v = vec![(100, k("1.0.0")), (100, k("2.0.0")), (50, BizKey::new("z", "1"))];
+        let mut v = [(100, k("1.0.0")), (100, k("2.0.0")), (50, BizKey::new("z", "1"))];
         v.sort_by_key(|(p, key)| listing_order(*p, key));
         assert_eq!(v[0].1.name, "z");
         assert_eq!(v[1].1.version, "2.0.0");

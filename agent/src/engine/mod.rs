@@ -388,10 +388,10 @@ impl<B: RuntimeBackend> Engine<B> {
 
     /// Registers `pkg` as `resolved` (sofa-ark registers before starting). Fails with
     /// `REPEAT_BIZ` if the manifest identity is already registered.
-    fn register(&self, pkg: &Package, args: &[String], envs: &BTreeMap<String, String>) -> Result<(), InstallError> {
+    fn register(&self, pkg: &Package, args: &[String], envs: &BTreeMap<String, String>) -> Result<(), BizKey> {
         let mut st = self.state();
         if st.modules.contains_key(&pkg.key) {
-            return Err(InstallError::Repeat(pkg.key.clone()));
+            return Err(pkg.key.clone());
         }
         let mut m = Module {
             key: pkg.key.clone(),
@@ -426,9 +426,9 @@ impl<B: RuntimeBackend> Engine<B> {
     ) -> Result<Installed, InstallError> {
         let begin = Instant::now();
         let started_at = chrono::Local::now().format("%H:%M:%S,%3f").to_string();
-        if let Err(e) = self.register(&pkg, &args, &envs) {
+        if let Err(key) = self.register(&pkg, &args, &envs) {
             self.shared.store.remove(&pkg);
-            return Err(e);
+            return Err(InstallError::Repeat(key));
         }
         let key = pkg.key.clone();
         tracing::info!(biz = %key, url = %pkg.url, "installing module");
@@ -545,16 +545,16 @@ impl<B: RuntimeBackend> Engine<B> {
         match ev {
             BackendEvent::Exited { key, message } => {
                 let mut st = self.state();
-                if let Some(m) = st.modules.get_mut(&key) {
-                    if matches!(m.state, BizState::Activated | BizState::Deactivated) {
-                        tracing::warn!(biz = %key, %message, "module stopped on its own");
-                        m.push(StateRecord {
-                            change_time: now_ms(),
-                            message,
-                            reason: StateChangeReason::Undefine,
-                            state: BizState::Broken,
-                        });
-                    }
+                if let Some(m) = st.modules.get_mut(&key)
+                    && matches!(m.state, BizState::Activated | BizState::Deactivated)
+                {
+                    tracing::warn!(biz = %key, %message, "module stopped on its own");
+                    m.push(StateRecord {
+                        change_time: now_ms(),
+                        message,
+                        reason: StateChangeReason::Undefine,
+                        state: BizState::Broken,
+                    });
                 }
             }
         }

@@ -1065,7 +1065,7 @@ mod tests {
     #[test]
     fn health_replies() {
         let health = Inbound::Command(CommandId::Health);
-        let ok = Outcome::Success(Data::Health(Health {
+        let ok = Outcome::Success(Data::Health(Box::new(Health {
             health_data: HealthData {
                 master_biz_info: Some(koupleless_protocol::BizHealthMeta {
                     biz_name: "base".into(),
@@ -1075,7 +1075,7 @@ mod tests {
                 }),
                 ..HealthData::default()
             },
-        }));
+        })));
         let v = reply(health, b"{}", ok);
         assert_eq!(v["data"]["code"], "SUCCESS");
         assert_eq!(
@@ -1163,7 +1163,7 @@ mod tests {
         let v = reply(
             Inbound::Command(CommandId::QueryBizOps),
             br#"{"requestId":"r1"}"#,
-            Outcome::Success(Data::Record(rec)),
+            Outcome::Success(Data::Record(Box::new(rec))),
         );
         let decoded: Envelope<CommandReply> = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(decoded.data.command, "queryBizOps");

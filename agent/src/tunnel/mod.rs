@@ -36,7 +36,12 @@ use koupleless_protocol::{
 pub use http::{HttpTunnelSettings, run_http_heartbeat};
 pub use mqtt::{MqttSettings, MqttTls, MqttTuning, run_mqtt};
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backend::RuntimeBackend;
 use crate::config::Config;
+use crate::service::CommandService;
 
 /// Why a tunnel could not be configured or started. Runtime failures (broker down, controller
 /// unreachable) are not errors: the tunnels log them and keep retrying.
@@ -401,6 +406,60 @@ impl BaseInfo {
             }
         }
         out
+    }
+}
+
+/// The tunnels the command line asks for, validated at start-up and spawned once the Arklet
+/// HTTP port is bound (the HTTP heartbeat reports it).
+#[derive(Clone, Debug)]
+pub struct Tunnels {
+    /// MQTT settings, if the MQTT tunnel is on.
+    pub mqtt: Option<MqttSettings>,
+    /// HTTP heartbeat settings, if it is on.
+    pub http: Option<HttpTunnelSettings>,
+    /// Who the base is (`http_port` is filled in by [`Tunnels::spawn`]).
+    pub base: BaseInfo,
+}
+
+impl Tunnels {
+    /// Validates the tunnel flags and the base identity; reads the TLS files.
+    pub fn from_config(cfg: &Config) -> Result<Tunnels, TunnelError> {
+        Ok(Tunnels {
+            mqtt: cfg.tunnel.mqtt()?,
+            http: cfg.tunnel.http()?,
+            base: BaseInfo::from_config(cfg, 0)?,
+        })
+    }
+
+    /// Spawns the configured tunnels on `tasks`; each stops (saying goodbye to the controller)
+    /// when `cancel` fires.
+    pub fn spawn<B: RuntimeBackend>(
+        self,
+        http_port: u16,
+        service: &CommandService<B>,
+        tasks: &TaskTracker,
+        cancel: &CancellationToken,
+    ) {
+        let base = BaseInfo {
+            http_port,
+            ..self.base
+        };
+        if let Some(mqtt) = self.mqtt {
+            let (base, service, cancel) = (base.clone(), service.clone(), cancel.child_token());
+            tasks.spawn(async move {
+                if let Err(e) = run_mqtt(mqtt, base, service, cancel).await {
+                    tracing::error!(error = %e, "the MQTT tunnel failed");
+                }
+            });
+        }
+        if let Some(http) = self.http {
+            let (service, cancel) = (service.clone(), cancel.child_token());
+            tasks.spawn(async move {
+                if let Err(e) = run_http_heartbeat(http, base, service, cancel).await {
+                    tracing::error!(error = %e, "the HTTP heartbeat failed");
+                }
+            });
+        }
     }
 }
 
