@@ -164,7 +164,7 @@ impl HttpTunnel {
         base: BaseIdentity,
         ep: Endpoint,
         cmd: Command,
-        _permit: OwnedSemaphorePermit,
+        permit: OwnedSemaphorePermit,
     ) {
         let s = &self.inner.settings;
         let tunnel = TunnelKind::Http;
@@ -209,6 +209,8 @@ impl HttpTunnel {
             Command::Install(spec) => Some(self.operation(base, &ep, spec, true).await),
             Command::Uninstall(spec) => Some(self.operation(base, &ep, spec, false).await),
         };
+        // Free the slot before reporting, so a poll right after the result is not "busy".
+        drop(permit);
         if let Some(ev) = event {
             let _ = self.inner.events.send(ev).await;
         }
