@@ -45,7 +45,13 @@ fn fmt(d: Duration) -> String {
 
 /// Open loop: `rate` requests per second for `secs`, each on its own task, latency measured
 /// from the scheduled send time (so queueing counts).
-async fn open_loop(client: &reqwest::Client, url: &str, body: &'static str, rate: u64, secs: u64) -> (Vec<Duration>, usize) {
+async fn open_loop(
+    client: &reqwest::Client,
+    url: &str,
+    body: &'static str,
+    rate: u64,
+    secs: u64,
+) -> (Vec<Duration>, usize) {
     let total = rate * secs;
     let interval = Duration::from_nanos(1_000_000_000 / rate);
     let start = tokio::time::Instant::now();
@@ -55,7 +61,13 @@ async fn open_loop(client: &reqwest::Client, url: &str, body: &'static str, rate
         tokio::time::sleep_until(at).await;
         let (c, u) = (client.clone(), url.to_owned());
         handles.push(tokio::spawn(async move {
-            let ok = c.post(&u).body(body).send().await.map(|r| r.status().is_success()).unwrap_or(false);
+            let ok = c
+                .post(&u)
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false);
             (at.elapsed(), ok)
         }));
     }
@@ -73,7 +85,13 @@ async fn open_loop(client: &reqwest::Client, url: &str, body: &'static str, rate
 }
 
 /// Closed loop: `workers` clients sending back to back for `secs`; returns requests/s.
-async fn closed_loop(client: &reqwest::Client, url: &str, body: &'static str, workers: usize, secs: u64) -> f64 {
+async fn closed_loop(
+    client: &reqwest::Client,
+    url: &str,
+    body: &'static str,
+    workers: usize,
+    secs: u64,
+) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -81,7 +99,13 @@ async fn closed_loop(client: &reqwest::Client, url: &str, body: &'static str, wo
         let (c, u, n) = (client.clone(), url.to_owned(), Arc::clone(&count));
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
-                if c.post(&u).body(body).send().await.and_then(|r| r.error_for_status()).is_ok() {
+                if c.post(&u)
+                    .body(body)
+                    .send()
+                    .await
+                    .and_then(|r| r.error_for_status())
+                    .is_ok()
+                {
                     n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
@@ -116,7 +140,14 @@ async fn main() {
     let port = free_port();
     let jvm_args = SMALL_JVM_ARGS.join(" ");
     let child = Command::new(env!("CARGO_BIN_EXE_koupleless-agent"))
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--base-identity", "bench"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--base-identity",
+            "bench",
+        ])
         .arg("--work-dir")
         .arg(tmp.path().join("work"))
         .args(["--module-jvm-arg", &jvm_args])
@@ -128,14 +159,24 @@ async fn main() {
     let agent = AgentProc(child);
     let pid = agent.0.id();
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
-    let up = koupleless_testkit::wait_for(Duration::from_secs(30), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
+    let up = koupleless_testkit::wait_for(Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
     assert!(up, "agent did not come up");
 
     let idle_start = rss_kib(pid);
-    println!("agent RSS right after start: {:.1} MiB", idle_start as f64 / 1024.0);
+    println!(
+        "agent RSS right after start: {:.1} MiB",
+        idle_start as f64 / 1024.0
+    );
     println!();
-    println!("| command (modules) | requests at 1,000/s | p50 | p99 | p99.9 | errors | max req/s (16 clients) |");
+    println!(
+        "| command (modules) | requests at 1,000/s | p50 | p99 | p99.9 | errors | max req/s (16 clients) |"
+    );
     println!("|---|---|---|---|---|---|---|");
     measure(&client, &base, "queryAllBiz (0)", "queryAllBiz", "{}").await;
     measure(&client, &base, "health (0)", "health", "{}").await;
@@ -144,9 +185,21 @@ async fn main() {
     let jars = tmp.path().join("jars");
     std::fs::create_dir_all(&jars).unwrap();
     for i in 0..20 {
-        let url = file_url(&BizJar::new(format!("bench-{i}"), "1.0.0").behaviour(Behaviour::StayUp).build(&jars));
+        let url = file_url(
+            &BizJar::new(format!("bench-{i}"), "1.0.0")
+                .behaviour(Behaviour::StayUp)
+                .build(&jars),
+        );
         let body = format!(r#"{{"bizName":"bench-{i}","bizVersion":"1.0.0","bizUrl":"{url}"}}"#);
-        let text = client.post(format!("{base}/installBiz")).body(body).send().await.unwrap().text().await.unwrap();
+        let text = client
+            .post(format!("{base}/installBiz"))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert!(text.contains(r#""code":"SUCCESS""#), "{text}");
     }
     measure(&client, &base, "queryAllBiz (20)", "queryAllBiz", "{}").await;
@@ -155,8 +208,17 @@ async fn main() {
     println!();
     println!("| agent RSS | MiB |");
     println!("|---|---|");
-    println!("| idle, right after start | {:.1} |", idle_start as f64 / 1024.0);
-    println!("| idle, after the load runs above | {:.1} |", idle_after_load as f64 / 1024.0);
-    println!("| 20 modules installed, after load | {:.1} |", with_20 as f64 / 1024.0);
+    println!(
+        "| idle, right after start | {:.1} |",
+        idle_start as f64 / 1024.0
+    );
+    println!(
+        "| idle, after the load runs above | {:.1} |",
+        idle_after_load as f64 / 1024.0
+    );
+    println!(
+        "| 20 modules installed, after load | {:.1} |",
+        with_20 as f64 / 1024.0
+    );
     drop(agent);
 }

@@ -55,7 +55,11 @@ struct SamplerSource {
 
 impl HealthSource for SamplerSource {
     fn jvm(&self) -> Option<JvmInfo> {
-        if self.jvm_expected { self.sampler.latest().jvm } else { None }
+        if self.jvm_expected {
+            self.sampler.latest().jvm
+        } else {
+            None
+        }
     }
 
     fn cpu(&self) -> Option<CpuInfo> {
@@ -88,7 +92,10 @@ pub enum AnyBackend {
 }
 
 impl RuntimeBackend for AnyBackend {
-    async fn start(&self, req: crate::backend::StartRequest) -> Result<crate::backend::Started, BackendError> {
+    async fn start(
+        &self,
+        req: crate::backend::StartRequest,
+    ) -> Result<crate::backend::Started, BackendError> {
         match self {
             AnyBackend::Process(b) => b.start(req).await,
             AnyBackend::ArkTelnet(b) => b.start(req).await,
@@ -321,17 +328,30 @@ pub async fn start(cfg: Config) -> Result<Agent, StartError> {
                 }
             }
         }
-        Readiness { ready: reasons.is_empty(), reasons }
+        Readiness {
+            ready: reasons.is_empty(),
+            reasons,
+        }
     });
-    let state = HttpState { service: service.clone(), token: cfg.api_token.clone(), readiness };
+    let state = HttpState {
+        service: service.clone(),
+        token: cfg.api_token.clone(),
+        readiness,
+    };
     let addr = cfg.listen();
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
     {
         let c = cancel.child_token();
         let app = crate::http::router(state);
         tasks.spawn(async move {
-            let res = axum::serve(listener, app).with_graceful_shutdown(c.cancelled_owned()).await;
+            let res = axum::serve(listener, app)
+                .with_graceful_shutdown(c.cancelled_owned())
+                .await;
             if let Err(e) = res {
                 tracing::error!(error = %e, "HTTP server failed");
             }
@@ -339,5 +359,10 @@ pub async fn start(cfg: Config) -> Result<Agent, StartError> {
     }
     tracing::info!(%addr, "Arklet HTTP API listening");
     tunnels.spawn(addr.port(), &service, &tasks, &cancel);
-    Ok(Agent { addr, service, cancel, tasks })
+    Ok(Agent {
+        addr,
+        service,
+        cancel,
+        tasks,
+    })
 }

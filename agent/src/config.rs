@@ -47,7 +47,12 @@ impl From<Activation> for ActivationPolicy {
 pub struct Config {
     /// Arklet HTTP port (upstream property `koupleless.arklet.http.port` is accepted as an
     /// alias flag and as an environment variable of that name).
-    #[arg(long, env = "KOUPLELESS_ARKLET_HTTP_PORT", alias = "koupleless.arklet.http.port", default_value_t = 1238)]
+    #[arg(
+        long,
+        env = "KOUPLELESS_ARKLET_HTTP_PORT",
+        alias = "koupleless.arklet.http.port",
+        default_value_t = 1238
+    )]
     pub port: u16,
     /// Address to bind the HTTP API to.
     #[arg(long, env = "KOUPLELESS_AGENT_BIND", default_value = "0.0.0.0")]
@@ -56,7 +61,11 @@ pub struct Config {
     #[arg(long, env = "KOUPLELESS_AGENT_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
     /// Work directory: fetched packages, unpacked modules, logs and the state file.
-    #[arg(long, env = "KOUPLELESS_AGENT_WORK_DIR", default_value = "/tmp/koupleless-agent")]
+    #[arg(
+        long,
+        env = "KOUPLELESS_AGENT_WORK_DIR",
+        default_value = "/tmp/koupleless-agent"
+    )]
     pub work_dir: PathBuf,
     /// Base identity (topic segment, Node name part). Default: `POD_IP`, else the first
     /// non-loopback IPv4 address, as the Java base does.
@@ -81,10 +90,18 @@ pub struct Config {
     #[arg(long, env = "KOUPLELESS_AGENT_KEEP_FAILED")]
     pub keep_failed: bool,
     /// Only fetch `http(s)` packages whose URL starts with one of these prefixes (repeatable).
-    #[arg(long = "allow-url-prefix", env = "KOUPLELESS_AGENT_ALLOW_URL_PREFIXES", value_delimiter = ',')]
+    #[arg(
+        long = "allow-url-prefix",
+        env = "KOUPLELESS_AGENT_ALLOW_URL_PREFIXES",
+        value_delimiter = ','
+    )]
     pub allow_url_prefixes: Vec<String>,
     /// Only accept `file://` packages under these directories (repeatable).
-    #[arg(long = "allow-file-dir", env = "KOUPLELESS_AGENT_ALLOW_FILE_DIRS", value_delimiter = ',')]
+    #[arg(
+        long = "allow-file-dir",
+        env = "KOUPLELESS_AGENT_ALLOW_FILE_DIRS",
+        value_delimiter = ','
+    )]
     pub allow_file_dirs: Vec<PathBuf>,
     /// Largest package accepted, in bytes.
     #[arg(long, env = "KOUPLELESS_AGENT_MAX_PACKAGE_BYTES", default_value_t = 1 << 30)]
@@ -105,7 +122,12 @@ pub struct Config {
     #[arg(long, env = "KOUPLELESS_AGENT_JAVA")]
     pub java: Option<PathBuf>,
     /// Extra JVM options for module processes (repeatable).
-    #[arg(long = "module-jvm-arg", env = "KOUPLELESS_AGENT_MODULE_JVM_ARGS", value_delimiter = ' ', allow_hyphen_values = true)]
+    #[arg(
+        long = "module-jvm-arg",
+        env = "KOUPLELESS_AGENT_MODULE_JVM_ARGS",
+        value_delimiter = ' ',
+        allow_hyphen_values = true
+    )]
     pub module_jvm_args: Vec<String>,
     /// How long a module may take to become ready.
     #[arg(long, env = "KOUPLELESS_AGENT_START_TIMEOUT", value_parser = humantime::parse_duration, default_value = "120s")]
@@ -153,10 +175,13 @@ impl Config {
     /// environment variable when no port was given otherwise.
     pub fn load() -> Config {
         let mut cfg = Config::parse();
-        let port_given = std::env::args().any(|a| a.starts_with("--port") || a.starts_with("--koupleless.arklet.http.port"))
+        let port_given = std::env::args()
+            .any(|a| a.starts_with("--port") || a.starts_with("--koupleless.arklet.http.port"))
             || std::env::var_os("KOUPLELESS_ARKLET_HTTP_PORT").is_some();
         if !port_given
-            && let Some(p) = std::env::var("koupleless.arklet.http.port").ok().and_then(|v| v.parse().ok())
+            && let Some(p) = std::env::var("koupleless.arklet.http.port")
+                .ok()
+                .and_then(|v| v.parse().ok())
         {
             cfg.port = p;
         }
@@ -178,7 +203,9 @@ impl Config {
         {
             return ip;
         }
-        local_ipv4().map(|ip| ip.to_string()).unwrap_or_else(|| hostname().unwrap_or_else(|| "localhost".into()))
+        local_ipv4()
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|| hostname().unwrap_or_else(|| "localhost".into()))
     }
 }
 
@@ -194,5 +221,7 @@ pub fn local_ipv4() -> Option<std::net::Ipv4Addr> {
 
 /// The host name (`localHostName` in heartbeats).
 pub fn hostname() -> Option<String> {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok())
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
 }

@@ -14,7 +14,9 @@ pub trait HealthSource: Send + Sync + 'static {
     fn master(&self) -> BizHealthMeta;
     /// Used metaspace of the base in bytes, for `elapsedSpace`.
     fn metaspace_used(&self) -> Option<i64> {
-        self.jvm().and_then(|j| j.used_metaspace).filter(|v| *v >= 0)
+        self.jvm()
+            .and_then(|j| j.used_metaspace)
+            .filter(|v| *v >= 0)
     }
 }
 
@@ -50,7 +52,11 @@ pub fn compose(req: &HealthRequest, inp: HealthInputs) -> Result<HealthData, Hea
         "system" => (true, false, false, false),
         "biz" => (false, false, true, false),
         "plugin" => (false, false, false, true),
-        other => return Err(HealthFailure::Invalid(format!("type: {other} can not be found"))),
+        other => {
+            return Err(HealthFailure::Invalid(format!(
+                "type: {other} can not be found"
+            )));
+        }
     };
     let mut out = HealthData::default();
     if indicators {
@@ -58,7 +64,8 @@ pub fn compose(req: &HealthRequest, inp: HealthInputs) -> Result<HealthData, Hea
         let wanted = |id: &str| metrics.is_empty() || metrics.contains(&id);
         // Without a base JVM the `jvm` indicator is not registered, so asking for it fails
         // exactly like asking for any other unknown indicator.
-        let registered = |m: &str| m == "cpu" && inp.cpu.is_some() || m == "jvm" && inp.jvm.is_some();
+        let registered =
+            |m: &str| m == "cpu" && inp.cpu.is_some() || m == "jvm" && inp.jvm.is_some();
         if let Some(unknown) = metrics.iter().find(|m| !registered(m)) {
             tracing::debug!(indicator = unknown, "unknown health indicator requested");
             return Err(HealthFailure::Failed("indicator not registered".into()));
@@ -80,8 +87,11 @@ pub fn compose(req: &HealthRequest, inp: HealthInputs) -> Result<HealthData, Hea
         all.push(inp.master.clone());
         match (name, version) {
             (Some(n), Some(v)) => {
-                let found = all.into_iter().find(|b| b.biz_name == n && b.biz_version == v);
-                out.biz_info = Some(found.ok_or_else(|| HealthFailure::Failed("can not find biz".into()))?);
+                let found = all
+                    .into_iter()
+                    .find(|b| b.biz_name == n && b.biz_version == v);
+                out.biz_info =
+                    Some(found.ok_or_else(|| HealthFailure::Failed("can not find biz".into()))?);
             }
             (Some(n), None) => {
                 let list: Vec<_> = all.into_iter().filter(|b| b.biz_name == n).collect();
@@ -98,9 +108,15 @@ pub fn compose(req: &HealthRequest, inp: HealthInputs) -> Result<HealthData, Hea
         // request fails the whole call with `can not find plugin` (spec §3.2 quirk).
         match name {
             Some(n) => {
-                let found = inp.plugins.iter().find(|p| p.plugin_name.as_deref() == Some(n));
-                out.plugin_info =
-                    Some(found.cloned().ok_or_else(|| HealthFailure::Failed("can not find plugin".into()))?);
+                let found = inp
+                    .plugins
+                    .iter()
+                    .find(|p| p.plugin_name.as_deref() == Some(n));
+                out.plugin_info = Some(
+                    found
+                        .cloned()
+                        .ok_or_else(|| HealthFailure::Failed("can not find plugin".into()))?,
+                );
             }
             None => out.plugin_list_info = Some(inp.plugins.clone()),
         }
@@ -124,15 +140,26 @@ mod tests {
 
     fn inputs() -> HealthInputs {
         HealthInputs {
-            jvm: Some(JvmInfo { max_metaspace: Some(-1), ..JvmInfo::default() }),
-            cpu: Some(CpuInfo { count: Some(2), ..CpuInfo::default() }),
+            jvm: Some(JvmInfo {
+                max_metaspace: Some(-1),
+                ..JvmInfo::default()
+            }),
+            cpu: Some(CpuInfo {
+                count: Some(2),
+                ..CpuInfo::default()
+            }),
             master: meta("base", "1.0.0"),
             bizs: vec![meta("a", "1"), meta("a", "2")],
             plugins: vec![],
         }
     }
 
-    fn req(kind: Option<&str>, metrics: &[&str], name: Option<&str>, version: Option<&str>) -> HealthRequest {
+    fn req(
+        kind: Option<&str>,
+        metrics: &[&str],
+        name: Option<&str>,
+        version: Option<&str>,
+    ) -> HealthRequest {
         HealthRequest {
             kind: kind.map(Into::into),
             metrics: (!metrics.is_empty()).then(|| metrics.iter().map(|s| s.to_string()).collect()),
@@ -143,44 +170,91 @@ mod tests {
 
     fn keys(h: &HealthData) -> Vec<&'static str> {
         let mut k = vec![];
-        if h.jvm.is_some() { k.push("jvm") }
-        if h.cpu.is_some() { k.push("cpu") }
-        if h.master_biz_info.is_some() { k.push("masterBizInfo") }
-        if h.biz_info.is_some() { k.push("bizInfo") }
-        if h.biz_list_info.is_some() { k.push("bizListInfo") }
-        if h.plugin_info.is_some() { k.push("pluginInfo") }
-        if h.plugin_list_info.is_some() { k.push("pluginListInfo") }
+        if h.jvm.is_some() {
+            k.push("jvm")
+        }
+        if h.cpu.is_some() {
+            k.push("cpu")
+        }
+        if h.master_biz_info.is_some() {
+            k.push("masterBizInfo")
+        }
+        if h.biz_info.is_some() {
+            k.push("bizInfo")
+        }
+        if h.biz_list_info.is_some() {
+            k.push("bizListInfo")
+        }
+        if h.plugin_info.is_some() {
+            k.push("pluginInfo")
+        }
+        if h.plugin_list_info.is_some() {
+            k.push("pluginListInfo")
+        }
         k
     }
 
     #[test]
     fn composition_table() {
         let ok = |r: HealthRequest| keys(&compose(&r, inputs()).unwrap());
-        assert_eq!(ok(req(None, &[], None, None)), ["jvm", "cpu", "masterBizInfo", "bizListInfo", "pluginListInfo"]);
+        assert_eq!(
+            ok(req(None, &[], None, None)),
+            [
+                "jvm",
+                "cpu",
+                "masterBizInfo",
+                "bizListInfo",
+                "pluginListInfo"
+            ]
+        );
         assert_eq!(ok(req(Some("system"), &[], None, None)), ["jvm", "cpu"]);
         assert_eq!(ok(req(Some("system"), &["cpu"], None, None)), ["cpu"]);
         assert_eq!(ok(req(Some("biz"), &[], None, None)), ["bizListInfo"]);
         assert_eq!(ok(req(Some("biz"), &[], Some("a"), Some("2"))), ["bizInfo"]);
         assert_eq!(ok(req(Some("biz"), &[], Some("a"), None)), ["bizListInfo"]);
         assert_eq!(ok(req(Some("plugin"), &[], None, None)), ["pluginListInfo"]);
-        let list = compose(&req(Some("biz"), &[], None, None), inputs()).unwrap().biz_list_info.unwrap();
+        let list = compose(&req(Some("biz"), &[], None, None), inputs())
+            .unwrap()
+            .biz_list_info
+            .unwrap();
         assert_eq!(list.len(), 3, "the list includes the base itself");
     }
 
     #[test]
     fn failure_table() {
-        let no_jvm = HealthInputs { jvm: None, ..inputs() };
+        let no_jvm = HealthInputs {
+            jvm: None,
+            ..inputs()
+        };
         assert_eq!(
             compose(&req(Some("system"), &["jvm"], None, None), no_jvm),
             Err(HealthFailure::Failed("indicator not registered".into()))
         );
         let cases = [
-            (req(Some("bogus"), &[], None, None), HealthFailure::Invalid("type: bogus can not be found".into())),
-            (req(Some("system"), &["gc"], None, None), HealthFailure::Failed("indicator not registered".into())),
-            (req(Some("biz"), &[], Some("zz"), None), HealthFailure::Failed("can not find biz: zz".into())),
-            (req(Some("biz"), &[], Some("a"), Some("9")), HealthFailure::Failed("can not find biz".into())),
-            (req(Some("plugin"), &[], Some("p"), None), HealthFailure::Failed("can not find plugin".into())),
-            (req(None, &[], Some("a"), None), HealthFailure::Failed("can not find plugin".into())),
+            (
+                req(Some("bogus"), &[], None, None),
+                HealthFailure::Invalid("type: bogus can not be found".into()),
+            ),
+            (
+                req(Some("system"), &["gc"], None, None),
+                HealthFailure::Failed("indicator not registered".into()),
+            ),
+            (
+                req(Some("biz"), &[], Some("zz"), None),
+                HealthFailure::Failed("can not find biz: zz".into()),
+            ),
+            (
+                req(Some("biz"), &[], Some("a"), Some("9")),
+                HealthFailure::Failed("can not find biz".into()),
+            ),
+            (
+                req(Some("plugin"), &[], Some("p"), None),
+                HealthFailure::Failed("can not find plugin".into()),
+            ),
+            (
+                req(None, &[], Some("a"), None),
+                HealthFailure::Failed("can not find plugin".into()),
+            ),
         ];
         for (r, want) in cases {
             assert_eq!(compose(&r, inputs()), Err(want), "{r:?}");

@@ -7,13 +7,13 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
-use koupleless_protocol::transport::{encode, Transport};
 use koupleless_protocol::ErrorCode;
+use koupleless_protocol::transport::{Transport, encode};
 
 use crate::backend::RuntimeBackend;
 use crate::service::{CommandService, Outcome};
@@ -63,12 +63,18 @@ pub fn router<B: RuntimeBackend>(state: HttpState<B>) -> Router {
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
 fn envelope(status: StatusCode, outcome: Outcome, identity: &str) -> Response {
-    json_response(status, encode(&outcome.into_response(identity), Transport::Http))
+    json_response(
+        status,
+        encode(&outcome.into_response(identity), Transport::Http),
+    )
 }
 
 fn authorized(headers: &HeaderMap, token: Option<&str>) -> bool {
@@ -92,16 +98,24 @@ async fn handle<B: RuntimeBackend>(State(st): State<HttpState<B>>, req: Request)
             "/healthz" => return (StatusCode::OK, "ok\n").into_response(),
             "/readyz" => {
                 let r = (st.readiness)();
-                let status = if r.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                let status = if r.ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
                 return json_response(status, serde_json::to_vec(&r).unwrap_or_default());
             }
             _ => {}
         }
     }
     if req.method() != Method::POST {
-        let mut resp =
-            (StatusCode::METHOD_NOT_ALLOWED, "POST http request only supported by arklet").into_response();
-        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        let mut resp = (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST http request only supported by arklet",
+        )
+            .into_response();
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return resp;
     }
     if !authorized(req.headers(), st.token.as_deref()) {
@@ -111,7 +125,8 @@ async fn handle<B: RuntimeBackend>(State(st): State<HttpState<B>>, req: Request)
             code: ErrorCode::InvalidRequest,
         };
         let mut resp = envelope(StatusCode::UNAUTHORIZED, out, &identity);
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return resp;
     }
     let body: Bytes = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
@@ -120,11 +135,24 @@ async fn handle<B: RuntimeBackend>(State(st): State<HttpState<B>>, req: Request)
             let too_large = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             let (status, message) = if too_large {
-                (StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {MAX_BODY} bytes"))
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body larger than {MAX_BODY} bytes"),
+                )
             } else {
-                (StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the request body: {e}"),
+                )
             };
-            return envelope(status, Outcome::Internal { message, code: ErrorCode::InvalidRequest }, &identity);
+            return envelope(
+                status,
+                Outcome::Internal {
+                    message,
+                    code: ErrorCode::InvalidRequest,
+                },
+                &identity,
+            );
         }
     };
     let command = path.strip_prefix('/').unwrap_or(&path);

@@ -9,11 +9,16 @@ async fn main() -> anyhow::Result<()> {
     let cfg = Config::load();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     if cfg.log_json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    let agent = koupleless_agent::app::start(cfg).await.context("agent failed to start")?;
+    let agent = koupleless_agent::app::start(cfg)
+        .await
+        .context("agent failed to start")?;
     shutdown_signal().await;
     tracing::info!("shutting down");
     agent.shutdown().await;

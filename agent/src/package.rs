@@ -52,7 +52,9 @@ pub enum PackageError {
         reason: String,
     },
     /// A scheme we do not fetch.
-    #[error("unsupported bizUrl scheme {scheme:?} in {url}: only file, http and https are supported")]
+    #[error(
+        "unsupported bizUrl scheme {scheme:?} in {url}: only file, http and https are supported"
+    )]
     UnsupportedScheme {
         /// The URL.
         url: String,
@@ -168,7 +170,10 @@ impl PackageError {
         if source.kind() == std::io::ErrorKind::StorageFull {
             return PackageError::DiskFull(context.into());
         }
-        PackageError::Io { context: context.into(), source }
+        PackageError::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 
@@ -222,7 +227,12 @@ pub fn resolve_url(raw: &str, cfg: &FetchConfig) -> Result<Source, PackageError>
         Err(url::ParseError::RelativeUrlWithoutBase) => {
             return Err(PackageError::NoProtocol(raw.to_owned()));
         }
-        Err(e) => return Err(PackageError::BadUrl { url: raw.into(), reason: e.to_string() }),
+        Err(e) => {
+            return Err(PackageError::BadUrl {
+                url: raw.into(),
+                reason: e.to_string(),
+            });
+        }
     };
     match url.scheme() {
         "file" => {
@@ -250,15 +260,19 @@ pub fn resolve_url(raw: &str, cfg: &FetchConfig) -> Result<Source, PackageError>
         }
         "http" | "https" => {
             if !cfg.allowed_url_prefixes.is_empty()
-                && !cfg.allowed_url_prefixes.iter().any(|p| raw.starts_with(p.as_str()))
+                && !cfg
+                    .allowed_url_prefixes
+                    .iter()
+                    .any(|p| raw.starts_with(p.as_str()))
             {
                 return Err(PackageError::NotAllowed(raw.to_owned()));
             }
             Ok(Source::Http(raw.to_owned()))
         }
-        other => {
-            Err(PackageError::UnsupportedScheme { url: raw.to_owned(), scheme: other.to_owned() })
-        }
+        other => Err(PackageError::UnsupportedScheme {
+            url: raw.to_owned(),
+            scheme: other.to_owned(),
+        }),
     }
 }
 
@@ -308,15 +322,26 @@ pub fn manifest_from_attributes(
     path: &str,
     attributes: BTreeMap<String, String>,
 ) -> Result<Manifest, PackageError> {
-    let get = |k: &str| attributes.get(k).map(|s| s.trim()).filter(|s| !s.is_empty());
-    let name = get("Ark-Biz-Name")
-        .ok_or(PackageError::MissingIdentity { path: path.into(), attribute: "Ark-Biz-Name" })?;
-    let version = get("Ark-Biz-Version")
-        .ok_or(PackageError::MissingIdentity { path: path.into(), attribute: "Ark-Biz-Version" })?;
+    let get = |k: &str| {
+        attributes
+            .get(k)
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+    };
+    let name = get("Ark-Biz-Name").ok_or(PackageError::MissingIdentity {
+        path: path.into(),
+        attribute: "Ark-Biz-Name",
+    })?;
+    let version = get("Ark-Biz-Version").ok_or(PackageError::MissingIdentity {
+        path: path.into(),
+        attribute: "Ark-Biz-Version",
+    })?;
     let main_class = get("Start-Class")
         .or_else(|| get("Main-Class"))
         .ok_or_else(|| PackageError::NoMainClass(path.into()))?;
-    let priority = get("priority").and_then(|p| p.parse().ok()).unwrap_or(DEFAULT_PRIORITY);
+    let priority = get("priority")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(DEFAULT_PRIORITY);
     let web_context_path = get("web-context-path").map(str::to_owned);
     Ok(Manifest {
         key: BizKey::new(name, version),
@@ -340,14 +365,25 @@ pub fn is_safe_entry(name: &str) -> bool {
 /// main class. Blocking; run it off the async runtime.
 pub fn inspect(jar: &Path) -> Result<Manifest, PackageError> {
     let shown = jar.display().to_string();
-    let file = std::fs::File::open(jar).map_err(|e| PackageError::io(format!("open {shown}"), e))?;
-    let not_jar = |e: zip::result::ZipError| PackageError::NotAJar { path: shown.clone(), reason: e.to_string() };
+    let file =
+        std::fs::File::open(jar).map_err(|e| PackageError::io(format!("open {shown}"), e))?;
+    let not_jar = |e: zip::result::ZipError| PackageError::NotAJar {
+        path: shown.clone(),
+        reason: e.to_string(),
+    };
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(not_jar)?;
     let mut has_mark = false;
-    let names: Vec<String> = zip.file_names().map(|n| n.map(|n| n.into_owned())).collect::<Result<_, _>>().map_err(not_jar)?;
+    let names: Vec<String> = zip
+        .file_names()
+        .map(|n| n.map(|n| n.into_owned()))
+        .collect::<Result<_, _>>()
+        .map_err(not_jar)?;
     for name in &names {
         if !is_safe_entry(name) {
-            return Err(PackageError::UnsafeEntry { path: shown.clone(), entry: name.to_owned() });
+            return Err(PackageError::UnsafeEntry {
+                path: shown.clone(),
+                entry: name.to_owned(),
+            });
         }
         has_mark |= name == ARK_BIZ_MARK;
     }
@@ -362,10 +398,16 @@ pub fn inspect(jar: &Path) -> Result<Manifest, PackageError> {
                 .by_ref()
                 .take(1 << 20)
                 .read_to_string(&mut text)
-                .map_err(|e| PackageError::NotAJar { path: shown.clone(), reason: e.to_string() })?;
+                .map_err(|e| PackageError::NotAJar {
+                    path: shown.clone(),
+                    reason: e.to_string(),
+                })?;
         }
         Err(zip::result::ZipError::FileNotFound) => {
-            return Err(PackageError::MissingIdentity { path: shown, attribute: "Ark-Biz-Name" });
+            return Err(PackageError::MissingIdentity {
+                path: shown,
+                attribute: "Ark-Biz-Name",
+            });
         }
         Err(e) => return Err(not_jar(e)),
     }
@@ -408,7 +450,9 @@ impl PackageStore {
             .prefix(".fetch-")
             .suffix(".jar")
             .tempfile_in(&self.cfg.dir)
-            .map_err(|e| PackageError::io(format!("create a file in {}", self.cfg.dir.display()), e))?;
+            .map_err(|e| {
+                PackageError::io(format!("create a file in {}", self.cfg.dir.display()), e)
+            })?;
         match &source {
             Source::File(path) => self.copy_file(path, url, tmp.path()).await?,
             Source::Http(u) => self.download(u, tmp.as_file()).await?,
@@ -416,7 +460,10 @@ impl PackageStore {
         let check = tmp.path().to_owned();
         let manifest = tokio::task::spawn_blocking(move || inspect(&check))
             .await
-            .map_err(|e| PackageError::Io { context: "inspecting the package".into(), source: std::io::Error::other(e) })??;
+            .map_err(|e| PackageError::Io {
+                context: "inspecting the package".into(),
+                source: std::io::Error::other(e),
+            })??;
         let final_name = format!(
             "{}-{}-{}.jar",
             sanitize_file_part(&manifest.key.name),
@@ -425,7 +472,8 @@ impl PackageStore {
         );
         let dest = self.cfg.dir.join(final_name);
         let dest = unique_path(dest);
-        tmp.persist(&dest).map_err(|e| PackageError::io(format!("store {}", dest.display()), e.error))?;
+        tmp.persist(&dest)
+            .map_err(|e| PackageError::io(format!("store {}", dest.display()), e.error))?;
         Ok(Package {
             key: manifest.key,
             main_class: manifest.main_class,
@@ -455,37 +503,64 @@ impl PackageStore {
             _ => PackageError::io(format!("read {}", src.display()), e),
         })?;
         if !meta.is_file() {
-            return Err(PackageError::NotFound(format!("{} (not a regular file)", src.display())));
+            return Err(PackageError::NotFound(format!(
+                "{} (not a regular file)",
+                src.display()
+            )));
         }
         if meta.len() > self.cfg.max_bytes {
-            return Err(PackageError::TooLarge { url: url.into(), limit: self.cfg.max_bytes });
+            return Err(PackageError::TooLarge {
+                url: url.into(),
+                limit: self.cfg.max_bytes,
+            });
         }
-        tokio::fs::copy(src, dest)
-            .await
-            .map_err(|e| PackageError::io(format!("copy {} into the work directory", src.display()), e))?;
+        tokio::fs::copy(src, dest).await.map_err(|e| {
+            PackageError::io(format!("copy {} into the work directory", src.display()), e)
+        })?;
         Ok(())
     }
 
     async fn download(&self, url: &str, file: &std::fs::File) -> Result<(), PackageError> {
         let classify = |e: reqwest::Error| {
             if e.is_timeout() {
-                PackageError::Timeout { url: url.into(), reason: e.to_string() }
+                PackageError::Timeout {
+                    url: url.into(),
+                    reason: e.to_string(),
+                }
             } else if e.is_redirect() {
-                PackageError::Unreachable { url: url.into(), reason: format!("too many redirects: {e}") }
+                PackageError::Unreachable {
+                    url: url.into(),
+                    reason: format!("too many redirects: {e}"),
+                }
             } else {
-                PackageError::Unreachable { url: url.into(), reason: error_chain(&e) }
+                PackageError::Unreachable {
+                    url: url.into(),
+                    reason: error_chain(&e),
+                }
             }
         };
         let resp = self.client.get(url).send().await.map_err(classify)?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
-            return Err(PackageError::NotFound(format!("{url} (HTTP {})", status.as_u16())));
+            return Err(PackageError::NotFound(format!(
+                "{url} (HTTP {})",
+                status.as_u16()
+            )));
         }
         if !status.is_success() {
-            return Err(PackageError::HttpStatus { url: url.into(), status: status.as_u16() });
+            return Err(PackageError::HttpStatus {
+                url: url.into(),
+                status: status.as_u16(),
+            });
         }
-        if resp.content_length().is_some_and(|n| n > self.cfg.max_bytes) {
-            return Err(PackageError::TooLarge { url: url.into(), limit: self.cfg.max_bytes });
+        if resp
+            .content_length()
+            .is_some_and(|n| n > self.cfg.max_bytes)
+        {
+            return Err(PackageError::TooLarge {
+                url: url.into(),
+                limit: self.cfg.max_bytes,
+            });
         }
         let mut out = std::io::BufWriter::new(file);
         let mut total: u64 = 0;
@@ -494,13 +569,18 @@ impl PackageStore {
             let chunk = chunk.map_err(classify)?;
             total += chunk.len() as u64;
             if total > self.cfg.max_bytes {
-                return Err(PackageError::TooLarge { url: url.into(), limit: self.cfg.max_bytes });
+                return Err(PackageError::TooLarge {
+                    url: url.into(),
+                    limit: self.cfg.max_bytes,
+                });
             }
             // Chunks are small (network reads); a blocking write of one is cheaper than a hop
             // to the blocking pool.
-            out.write_all(&chunk).map_err(|e| PackageError::io(format!("store {url}"), e))?;
+            out.write_all(&chunk)
+                .map_err(|e| PackageError::io(format!("store {url}"), e))?;
         }
-        out.flush().map_err(|e| PackageError::io(format!("store {url}"), e))?;
+        out.flush()
+            .map_err(|e| PackageError::io(format!("store {url}"), e))?;
         Ok(())
     }
 }
@@ -517,14 +597,25 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn sanitize_file_part(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn unique_path(p: PathBuf) -> PathBuf {
     if !p.exists() {
         return p;
     }
-    (1..).map(|i| p.with_extension(format!("{i}.jar"))).find(|c| !c.exists()).expect("unbounded")
+    (1..)
+        .map(|i| p.with_extension(format!("{i}.jar")))
+        .find(|c| !c.exists())
+        .expect("unbounded")
 }
 
 #[cfg(test)]
@@ -538,13 +629,22 @@ mod tests {
     #[test]
     fn resolve_url_table() {
         let c = cfg();
-        assert_eq!(resolve_url("file:///opt/a.jar", &c).unwrap(), Source::File("/opt/a.jar".into()));
-        assert_eq!(resolve_url("file:/opt/a.jar", &c).unwrap(), Source::File("/opt/a.jar".into()));
+        assert_eq!(
+            resolve_url("file:///opt/a.jar", &c).unwrap(),
+            Source::File("/opt/a.jar".into())
+        );
+        assert_eq!(
+            resolve_url("file:/opt/a.jar", &c).unwrap(),
+            Source::File("/opt/a.jar".into())
+        );
         assert_eq!(
             resolve_url("http://h/b.jar", &c).unwrap(),
             Source::Http("http://h/b.jar".into())
         );
-        assert!(matches!(resolve_url("/opt/a.jar", &c), Err(PackageError::NoProtocol(_))));
+        assert!(matches!(
+            resolve_url("/opt/a.jar", &c),
+            Err(PackageError::NoProtocol(_))
+        ));
         assert!(matches!(
             resolve_url("ftp://h/a.jar", &c),
             Err(PackageError::UnsupportedScheme { .. })
@@ -569,7 +669,10 @@ mod tests {
         let text = "Manifest-Version: 1.0\r\nArk-Biz-Name: biz-a\r\nArk-Biz-Version: 1.0.0\r\nStart-Class: com.example.VeryLongMainClassNameThatWrapsAcrossTheSeventyTwoByteLi\r\n mit.Main\r\npriority: 50\r\n\r\nName: other\r\nArk-Biz-Name: ignored\r\n";
         let m = manifest_from_attributes("x.jar", parse_manifest(text)).unwrap();
         assert_eq!(m.key, BizKey::new("biz-a", "1.0.0"));
-        assert_eq!(m.main_class, "com.example.VeryLongMainClassNameThatWrapsAcrossTheSeventyTwoByteLimit.Main");
+        assert_eq!(
+            m.main_class,
+            "com.example.VeryLongMainClassNameThatWrapsAcrossTheSeventyTwoByteLimit.Main"
+        );
         assert_eq!(m.priority, 50);
     }
 
@@ -577,8 +680,14 @@ mod tests {
     fn manifest_rules_table() {
         type Want = Result<(&'static str, i32), &'static str>;
         let cases: [(&str, Want); 5] = [
-            ("Ark-Biz-Name: a\nArk-Biz-Version: 1\nMain-Class: M\n", Ok(("M", 100))),
-            ("Ark-Biz-Name: a\nArk-Biz-Version: 1\nMain-Class: M\nStart-Class: S\npriority: x\n", Ok(("S", 100))),
+            (
+                "Ark-Biz-Name: a\nArk-Biz-Version: 1\nMain-Class: M\n",
+                Ok(("M", 100)),
+            ),
+            (
+                "Ark-Biz-Name: a\nArk-Biz-Version: 1\nMain-Class: M\nStart-Class: S\npriority: x\n",
+                Ok(("S", 100)),
+            ),
             ("Ark-Biz-Version: 1\nMain-Class: M\n", Err("Ark-Biz-Name")),
             ("Ark-Biz-Name: a\nMain-Class: M\n", Err("Ark-Biz-Version")),
             ("Ark-Biz-Name: a\nArk-Biz-Version: 1\n", Err("Main Class")),

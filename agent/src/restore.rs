@@ -14,7 +14,10 @@ pub async fn restore<B: RuntimeBackend>(engine: &Engine<B>) {
         return;
     }
     remembered.sort_by_key(|r| !r.active);
-    tracing::info!(modules = remembered.len(), "restoring modules from the previous run");
+    tracing::info!(
+        modules = remembered.len(),
+        "restoring modules from the previous run"
+    );
     for r in remembered {
         if engine.module(&r.key).is_some() {
             continue;
@@ -26,7 +29,10 @@ pub async fn restore<B: RuntimeBackend>(engine: &Engine<B>) {
                 continue;
             }
         };
-        let _guard = match engine.try_lock(r.key.to_string(), koupleless_protocol::CommandId::InstallBiz) {
+        let _guard = match engine.try_lock(
+            r.key.to_string(),
+            koupleless_protocol::CommandId::InstallBiz,
+        ) {
             Ok(g) => g,
             Err(_) => continue,
         };

@@ -17,8 +17,8 @@ use serde::Serialize;
 
 use crate::backend::{BizKey, RuntimeBackend};
 use crate::engine::{
-    self, broken_model, backend_error_code, now_ms, Engine, InstallError, SwitchOutcome,
-    UninstallOutcome,
+    self, Engine, InstallError, SwitchOutcome, UninstallOutcome, backend_error_code, broken_model,
+    now_ms,
 };
 use crate::health_cmd::{self, HealthFailure, HealthInputs, HealthSource};
 use crate::package::Package;
@@ -68,7 +68,10 @@ pub enum Outcome {
 
 impl Outcome {
     fn internal(message: impl Into<String>, code: ErrorCode) -> Outcome {
-        Outcome::Internal { message: message.into(), code }
+        Outcome::Internal {
+            message: message.into(),
+            code,
+        }
     }
 
     fn invalid(message: impl Into<String>) -> Outcome {
@@ -118,7 +121,10 @@ pub fn validate_biz_op(req: &BizOpRequest) -> Result<BizKey, &'static str> {
     if req.r#async && blank(&req.request_id) {
         return Err("requestId should not be blank when async is true");
     }
-    Ok(BizKey::new(req.biz_name.clone().unwrap_or_default(), req.biz_version.clone().unwrap_or_default()))
+    Ok(BizKey::new(
+        req.biz_name.clone().unwrap_or_default(),
+        req.biz_version.clone().unwrap_or_default(),
+    ))
 }
 
 /// A request body parsed once: `None` is the Java "null input" (empty body or `null`).
@@ -130,8 +136,12 @@ pub fn parse_body(body: &[u8]) -> Result<Body, Outcome> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let v: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| Outcome::internal(DecodeError::Syntax(e.to_string()).to_string(), ErrorCode::InvalidRequest))?;
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        Outcome::internal(
+            DecodeError::Syntax(e.to_string()).to_string(),
+            ErrorCode::InvalidRequest,
+        )
+    })?;
     match v {
         serde_json::Value::Null => Ok(None),
         v @ serde_json::Value::Object(_) => Ok(Some(v)),
@@ -142,7 +152,10 @@ pub fn parse_body(body: &[u8]) -> Result<Body, Outcome> {
                 serde_json::Value::Number(_) => "a number",
                 _ => "a boolean",
             };
-            Err(Outcome::internal(DecodeError::NotAnObject(kind).to_string(), ErrorCode::InvalidRequest))
+            Err(Outcome::internal(
+                DecodeError::NotAnObject(kind).to_string(),
+                ErrorCode::InvalidRequest,
+            ))
         }
     }
 }
@@ -161,7 +174,10 @@ pub struct CommandService<B> {
 
 impl<B> Clone for CommandService<B> {
     fn clone(&self) -> Self {
-        CommandService { engine: self.engine.clone(), health: Arc::clone(&self.health) }
+        CommandService {
+            engine: self.engine.clone(),
+            health: Arc::clone(&self.health),
+        }
     }
 }
 
@@ -210,7 +226,10 @@ impl<B: RuntimeBackend> CommandService<B> {
             CommandId::Help => Outcome::Success(Data::Commands(
                 CommandId::ALL
                     .into_iter()
-                    .map(|c| CommandModel { desc: c.desc().into(), id: c.as_str().into() })
+                    .map(|c| CommandModel {
+                        desc: c.desc().into(),
+                        id: c.as_str().into(),
+                    })
                     .collect(),
             )),
             CommandId::QueryAllBiz => Outcome::Success(Data::Bizs(self.list())),
@@ -223,7 +242,9 @@ impl<B: RuntimeBackend> CommandService<B> {
         match &out {
             Outcome::Success(_) => tracing::debug!("command succeeded"),
             Outcome::Failed { message, .. } => tracing::info!(%message, "command failed"),
-            Outcome::Internal { message, .. } => tracing::warn!(%message, "command rejected or errored"),
+            Outcome::Internal { message, .. } => {
+                tracing::warn!(%message, "command rejected or errored")
+            }
             Outcome::NotFound(_) => {}
         }
         out
@@ -255,9 +276,11 @@ impl<B: RuntimeBackend> CommandService<B> {
         match health_cmd::compose(&req, inputs) {
             Ok(health_data) => Outcome::Success(Data::Health(Box::new(Health { health_data }))),
             Err(HealthFailure::Invalid(m)) => Outcome::invalid(m),
-            Err(HealthFailure::Failed(m)) => {
-                Outcome::Failed { message: m, data: None, code: ErrorCode::NoMatchedBiz }
-            }
+            Err(HealthFailure::Failed(m)) => Outcome::Failed {
+                message: m,
+                data: None,
+                code: ErrorCode::NoMatchedBiz,
+            },
         }
     }
 
@@ -306,7 +329,10 @@ impl<B: RuntimeBackend> CommandService<B> {
             return work(self.clone()).await;
         };
         let worker = self.engine.next_worker_name();
-        let record = match self.engine.with_ops(|t| t.create(&rid, meta, worker, now_ms())) {
+        let record = match self
+            .engine
+            .with_ops(|t| t.create(&rid, meta, worker, now_ms()))
+        {
             Ok(r) => r,
             Err(e) => {
                 return Outcome::Failed {
@@ -363,7 +389,10 @@ impl<B: RuntimeBackend> CommandService<B> {
                     prefetched = Some(pkg);
                 }
                 Err(e) => {
-                    return Outcome::internal(format!("refresh biz info from jar failed: {e}"), e.error_code());
+                    return Outcome::internal(
+                        format!("refresh biz info from jar failed: {e}"),
+                        e.error_code(),
+                    );
                 }
             }
         }
@@ -371,14 +400,20 @@ impl<B: RuntimeBackend> CommandService<B> {
         let async_request = req.r#async.then(|| {
             let mut meta = req.clone();
             meta.install_strategy = Some(req.strategy().as_str().into());
-            (req.request_id.clone().unwrap_or_default(), serde_json::to_value(&meta).unwrap_or_default())
+            (
+                req.request_id.clone().unwrap_or_default(),
+                serde_json::to_value(&meta).unwrap_or_default(),
+            )
         });
         let store = self.engine.store().clone();
         let leftover = prefetched.clone();
         let out = self
-            .biz_op(CommandId::InstallBiz, lock, async_request, move |svc| async move {
-                svc.install_one(&req, prefetched).await
-            })
+            .biz_op(
+                CommandId::InstallBiz,
+                lock,
+                async_request,
+                move |svc| async move { svc.install_one(&req, prefetched).await },
+            )
             .await;
         // A sync conflict or duplicate request id never reached the install: drop the
         // prefetched jar so nothing is left behind.
@@ -400,14 +435,23 @@ impl<B: RuntimeBackend> CommandService<B> {
         }
         let pkg = match prefetched {
             Some(p) => p,
-            None => match self.engine.store().fetch(req.biz_url.as_deref().unwrap_or("")).await {
+            None => match self
+                .engine
+                .store()
+                .fetch(req.biz_url.as_deref().unwrap_or(""))
+                .await
+            {
                 Ok(p) => p,
                 Err(e) => return Outcome::internal(e.to_string(), e.error_code()),
             },
         };
         let result = self
             .engine
-            .install(pkg, req.args.clone().unwrap_or_default(), req.envs.clone().unwrap_or_default())
+            .install(
+                pkg,
+                req.args.clone().unwrap_or_default(),
+                req.envs.clone().unwrap_or_default(),
+            )
             .await;
         let elapsed_space = self.engine.metaspace_used() - before;
         match result {
@@ -446,9 +490,12 @@ impl<B: RuntimeBackend> CommandService<B> {
             Err(m) => return Outcome::invalid(m),
         };
         let lock = key.to_string();
-        let async_request = req
-            .r#async
-            .then(|| (req.request_id.clone().unwrap_or_default(), serde_json::to_value(&req).unwrap_or_default()));
+        let async_request = req.r#async.then(|| {
+            (
+                req.request_id.clone().unwrap_or_default(),
+                serde_json::to_value(&req).unwrap_or_default(),
+            )
+        });
         self.biz_op(cmd, lock, async_request, move |svc| async move {
             if cmd == CommandId::SwitchBiz {
                 svc.switch_one(&key).await
@@ -462,7 +509,12 @@ impl<B: RuntimeBackend> CommandService<B> {
     async fn uninstall_one(&self, key: &BizKey) -> Outcome {
         let failed = |code: ArkResultCode, message: String, ec: ErrorCode| Outcome::Failed {
             message: "uninstall biz not success!".into(),
-            data: Some(Data::Client(ClientResponse { biz_infos: None, code, elapsed_space: None, message })),
+            data: Some(Data::Client(ClientResponse {
+                biz_infos: None,
+                code,
+                elapsed_space: None,
+                message,
+            })),
             code: ec,
         };
         match self.engine.uninstall(key).await {
@@ -482,16 +534,22 @@ impl<B: RuntimeBackend> CommandService<B> {
                 "Master biz must not be uninstalled.".into(),
                 ErrorCode::UnInstallationRequirementNotMet,
             ),
-            UninstallOutcome::StopFailed(e) => {
-                Outcome::internal(format!("uninstall of {key} failed: {e}"), backend_error_code(&e, false))
-            }
+            UninstallOutcome::StopFailed(e) => Outcome::internal(
+                format!("uninstall of {key} failed: {e}"),
+                backend_error_code(&e, false),
+            ),
         }
     }
 
     async fn switch_one(&self, key: &BizKey) -> Outcome {
         let failed = |code: ArkResultCode, message: String, ec: ErrorCode| Outcome::Failed {
             message: "switch biz not success!".into(),
-            data: Some(Data::Client(ClientResponse { biz_infos: None, code, elapsed_space: None, message })),
+            data: Some(Data::Client(ClientResponse {
+                biz_infos: None,
+                code,
+                elapsed_space: None,
+                message,
+            })),
             code: ec,
         };
         match self.engine.switch(key).await {
@@ -532,12 +590,18 @@ impl<B: RuntimeBackend> CommandService<B> {
             }
         }
         let lock = engine::lock_key(req.biz_name.as_deref(), req.biz_version.as_deref());
-        let async_request = req
-            .r#async
-            .then(|| (req.request_id.clone().unwrap_or_default(), serde_json::to_value(&req).unwrap_or_default()));
-        self.biz_op(CommandId::BatchInstallBiz, lock, async_request, move |svc| async move {
-            svc.batch_install(items).await
-        })
+        let async_request = req.r#async.then(|| {
+            (
+                req.request_id.clone().unwrap_or_default(),
+                serde_json::to_value(&req).unwrap_or_default(),
+            )
+        });
+        self.biz_op(
+            CommandId::BatchInstallBiz,
+            lock,
+            async_request,
+            move |svc| async move { svc.batch_install(items).await },
+        )
         .await
     }
 
@@ -569,7 +633,11 @@ impl<B: RuntimeBackend> CommandService<B> {
             }
         }
         for (priority, group) in groups {
-            tracing::info!(priority, items = group.len(), "batch install: starting group");
+            tracing::info!(
+                priority,
+                items = group.len(),
+                "batch install: starting group"
+            );
             let results = futures::future::join_all(group.into_iter().map(|(item, pkg)| {
                 let svc = self.clone();
                 async move {
@@ -583,9 +651,18 @@ impl<B: RuntimeBackend> CommandService<B> {
         let all_ok = responses.values().all(|r| r.code == ArkResultCode::Success);
         let data = BatchInstallResponse {
             biz_url_to_response: Some(responses),
-            code: if all_ok { ArkResultCode::Success } else { ArkResultCode::Failed },
+            code: if all_ok {
+                ArkResultCode::Success
+            } else {
+                ArkResultCode::Failed
+            },
             elapsed_space: Some(self.engine.metaspace_used() - before),
-            message: if all_ok { "batch install success" } else { "batch install failed" }.into(),
+            message: if all_ok {
+                "batch install success"
+            } else {
+                "batch install failed"
+            }
+            .into(),
         };
         if all_ok {
             Outcome::Success(Data::Batch(data))
@@ -621,10 +698,15 @@ impl<B: RuntimeBackend> CommandService<B> {
                 r.elapsed_space = None;
                 r
             }
-            Outcome::Failed { data: Some(Data::Client(mut r)), .. } => {
+            Outcome::Failed {
+                data: Some(Data::Client(mut r)),
+                ..
+            } => {
                 r.elapsed_space = None;
                 let current = self.engine.module(&key).map(|m| m.model());
-                r.biz_infos = Some(vec![current.unwrap_or_else(|| broken_model(&key.name, &key.version))]);
+                r.biz_infos = Some(vec![
+                    current.unwrap_or_else(|| broken_model(&key.name, &key.version)),
+                ]);
                 r
             }
             Outcome::Internal { message, .. } | Outcome::Failed { message, .. } => {
@@ -651,7 +733,11 @@ impl Outcome {
         use koupleless_protocol::Response;
         match self {
             Outcome::Success(d) => Response::success(base_identity, d),
-            Outcome::Failed { message, data, code } => Response::failed(base_identity, message, data, code),
+            Outcome::Failed {
+                message,
+                data,
+                code,
+            } => Response::failed(base_identity, message, data, code),
             Outcome::Internal { message, code } => {
                 let stack = format!("koupleless-agent error ({code}): {message}");
                 Response::internal_error(&message, code, stack)
@@ -666,10 +752,22 @@ impl Outcome {
     pub fn into_output(self) -> koupleless_protocol::Output<Data> {
         use koupleless_protocol::{Output, ResponseCode};
         match self {
-            Outcome::Success(d) => Output { code: ResponseCode::Success, data: Some(d), error_code: None, message: None },
-            Outcome::Failed { message, data, code } => {
-                Output { code: ResponseCode::Failed, data, error_code: Some(code), message: Some(message) }
-            }
+            Outcome::Success(d) => Output {
+                code: ResponseCode::Success,
+                data: Some(d),
+                error_code: None,
+                message: None,
+            },
+            Outcome::Failed {
+                message,
+                data,
+                code,
+            } => Output {
+                code: ResponseCode::Failed,
+                data,
+                error_code: Some(code),
+                message: Some(message),
+            },
             Outcome::Internal { message, code } => Output {
                 code: ResponseCode::Failed,
                 data: Some(Data::Client(ClientResponse {
@@ -695,7 +793,13 @@ impl Outcome {
 mod tests {
     use super::*;
 
-    fn install(url: Option<&str>, name: Option<&str>, version: Option<&str>, is_async: bool, rid: Option<&str>) -> InstallBizRequest {
+    fn install(
+        url: Option<&str>,
+        name: Option<&str>,
+        version: Option<&str>,
+        is_async: bool,
+        rid: Option<&str>,
+    ) -> InstallBizRequest {
         InstallBizRequest {
             biz_url: url.map(Into::into),
             biz_name: name.map(Into::into),
@@ -709,13 +813,31 @@ mod tests {
     #[test]
     fn install_validation_table() {
         let cases = [
-            (install(Some("file:///a"), Some("a"), Some("1"), false, None), Ok(())),
+            (
+                install(Some("file:///a"), Some("a"), Some("1"), false, None),
+                Ok(()),
+            ),
             (install(Some("file:///a"), None, None, false, None), Ok(())),
-            (install(Some("u"), Some("a"), Some("1"), true, None), Err("requestId should not be blank when async is true")),
-            (install(None, Some("a"), Some("1"), true, None), Err("requestId should not be blank when async is true")),
-            (install(Some(" "), Some("a"), Some("1"), false, None), Err("bizUrl should not be blank")),
-            (install(Some("u"), Some("a"), None, false, None), Err("bizName and bizVersion should be both blank or both not blank.")),
-            (install(Some("u"), None, Some("1"), true, Some("r")), Err("bizName and bizVersion should be both blank or both not blank.")),
+            (
+                install(Some("u"), Some("a"), Some("1"), true, None),
+                Err("requestId should not be blank when async is true"),
+            ),
+            (
+                install(None, Some("a"), Some("1"), true, None),
+                Err("requestId should not be blank when async is true"),
+            ),
+            (
+                install(Some(" "), Some("a"), Some("1"), false, None),
+                Err("bizUrl should not be blank"),
+            ),
+            (
+                install(Some("u"), Some("a"), None, false, None),
+                Err("bizName and bizVersion should be both blank or both not blank."),
+            ),
+            (
+                install(Some("u"), None, Some("1"), true, Some("r")),
+                Err("bizName and bizVersion should be both blank or both not blank."),
+            ),
         ];
         for (req, want) in cases {
             assert_eq!(validate_install(&req, true), want, "{req:?}");
@@ -730,9 +852,18 @@ mod tests {
             r#async: a,
             request_id: None,
         };
-        assert_eq!(validate_biz_op(&r(Some("a"), Some("1"), false)), Ok(BizKey::new("a", "1")));
-        assert_eq!(validate_biz_op(&r(None, Some("1"), false)), Err("bizName should not be blank"));
-        assert_eq!(validate_biz_op(&r(Some("a"), Some(""), false)), Err("bizVersion should not be blank"));
+        assert_eq!(
+            validate_biz_op(&r(Some("a"), Some("1"), false)),
+            Ok(BizKey::new("a", "1"))
+        );
+        assert_eq!(
+            validate_biz_op(&r(None, Some("1"), false)),
+            Err("bizName should not be blank")
+        );
+        assert_eq!(
+            validate_biz_op(&r(Some("a"), Some(""), false)),
+            Err("bizVersion should not be blank")
+        );
         assert_eq!(
             validate_biz_op(&r(Some("a"), Some("1"), true)),
             Err("requestId should not be blank when async is true")

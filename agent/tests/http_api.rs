@@ -56,9 +56,16 @@ async fn start_agent(work: &Path, extra: &[&str]) -> Harness {
         &jvm_args,
     ];
     args.extend_from_slice(extra);
-    let agent = app::start(Config::parse_from(args)).await.expect("agent starts");
+    let agent = app::start(Config::parse_from(args))
+        .await
+        .expect("agent starts");
     let url = format!("http://{}", agent.addr());
-    Harness { agent: Some(agent), url, client: reqwest::Client::new(), work: work.to_owned() }
+    Harness {
+        agent: Some(agent),
+        url,
+        client: reqwest::Client::new(),
+        work: work.to_owned(),
+    }
 }
 
 impl Harness {
@@ -123,7 +130,11 @@ fn states(list: &[Value]) -> Vec<(String, String, String)> {
 
 fn jar_count(dir: &Path) -> usize {
     std::fs::read_dir(dir)
-        .map(|d| d.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "jar")).count())
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "jar"))
+                .count()
+        })
         .unwrap_or(0)
 }
 
@@ -138,7 +149,12 @@ async fn help_and_empty_queries() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["id"].as_str().unwrap().into(), c["desc"].as_str().unwrap().into()))
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().into(),
+                c["desc"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     ids.sort();
     assert_eq!(
@@ -158,7 +174,10 @@ async fn help_and_empty_queries() {
     // Empty body (curl, arkctl) is a null input, accepted by the query commands.
     let (status, text) = h.raw("queryAllBiz", "").await;
     assert_eq!(status, 200);
-    assert_eq!(text, r#"{"baseIdentity":"10.0.0.5","code":"SUCCESS","data":[]}"#);
+    assert_eq!(
+        text,
+        r#"{"baseIdentity":"10.0.0.5","code":"SUCCESS","data":[]}"#
+    );
     let health = h.call("health", json!({})).await;
     assert_eq!(health["code"], "SUCCESS");
     let hd = &health["data"]["healthData"];
@@ -175,25 +194,89 @@ async fn request_errors_are_answered_promptly() {
     let tmp = tempfile::tempdir().unwrap();
     let mut h = start_agent(tmp.path(), &[]).await;
     let cases: [(&str, &str, u16, &str, &str); 10] = [
-        ("installBiz", r#"{"bizName":"#, 200, "CMD_PROCESS_INTERNAL_ERROR", "Internal Error: request body is not valid JSON"),
-        ("installBiz", r#"[1,2]"#, 200, "CMD_PROCESS_INTERNAL_ERROR", "Internal Error: request body must be a JSON object"),
-        ("installBiz", r#"{"bizName":"a","bizVersion":"1"}"#, 200, "CMD_PROCESS_INTERNAL_ERROR", "Internal Error: bizUrl should not be blank"),
-        ("installBiz", r#"{"bizName":"a","bizUrl":"file:///x.jar"}"#, 200, "CMD_PROCESS_INTERNAL_ERROR", "Internal Error: bizName and bizVersion should be both blank or both not blank."),
-        ("installBiz", r#"{"bizName":"a","bizVersion":"1","bizUrl":"file:///x.jar","async":true}"#, 200, "CMD_PROCESS_INTERNAL_ERROR", "Internal Error: requestId should not be blank when async is true"),
-        ("installBiz", r#"{"bizName":"a","bizVersion":"1","bizUrl":"/opt/x.jar"}"#, 200, "CMD_PROCESS_INTERNAL_ERROR", "Internal Error: no protocol: /opt/x.jar"),
-        ("uninstallBiz", r#"{"bizVersion":"1"}"#, 200, "CMD_PROCESS_INTERNAL_ERROR", "Internal Error: bizName should not be blank"),
-        ("queryBizOps", "", 200, "CMD_PROCESS_INTERNAL_ERROR", "Internal Error: request is null"),
-        ("fooBar", "{}", 200, "CMD_NOT_FOUND", "please follow the doc"),
+        (
+            "installBiz",
+            r#"{"bizName":"#,
+            200,
+            "CMD_PROCESS_INTERNAL_ERROR",
+            "Internal Error: request body is not valid JSON",
+        ),
+        (
+            "installBiz",
+            r#"[1,2]"#,
+            200,
+            "CMD_PROCESS_INTERNAL_ERROR",
+            "Internal Error: request body must be a JSON object",
+        ),
+        (
+            "installBiz",
+            r#"{"bizName":"a","bizVersion":"1"}"#,
+            200,
+            "CMD_PROCESS_INTERNAL_ERROR",
+            "Internal Error: bizUrl should not be blank",
+        ),
+        (
+            "installBiz",
+            r#"{"bizName":"a","bizUrl":"file:///x.jar"}"#,
+            200,
+            "CMD_PROCESS_INTERNAL_ERROR",
+            "Internal Error: bizName and bizVersion should be both blank or both not blank.",
+        ),
+        (
+            "installBiz",
+            r#"{"bizName":"a","bizVersion":"1","bizUrl":"file:///x.jar","async":true}"#,
+            200,
+            "CMD_PROCESS_INTERNAL_ERROR",
+            "Internal Error: requestId should not be blank when async is true",
+        ),
+        (
+            "installBiz",
+            r#"{"bizName":"a","bizVersion":"1","bizUrl":"/opt/x.jar"}"#,
+            200,
+            "CMD_PROCESS_INTERNAL_ERROR",
+            "Internal Error: no protocol: /opt/x.jar",
+        ),
+        (
+            "uninstallBiz",
+            r#"{"bizVersion":"1"}"#,
+            200,
+            "CMD_PROCESS_INTERNAL_ERROR",
+            "Internal Error: bizName should not be blank",
+        ),
+        (
+            "queryBizOps",
+            "",
+            200,
+            "CMD_PROCESS_INTERNAL_ERROR",
+            "Internal Error: request is null",
+        ),
+        (
+            "fooBar",
+            "{}",
+            200,
+            "CMD_NOT_FOUND",
+            "please follow the doc",
+        ),
         ("help/", "{}", 200, "CMD_NOT_FOUND", "please follow the doc"),
     ];
     for (cmd, body, want_status, want_code, want_msg) in cases {
         let (status, text) = h.raw(cmd, body).await;
-        let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{cmd} {body}: {text}"));
+        let v: Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{cmd} {body}: {text}"));
         assert_eq!(status, want_status, "{cmd} {body}: {text}");
         assert_eq!(v["code"], want_code, "{cmd} {body}: {text}");
-        assert!(v["message"].as_str().unwrap().starts_with(want_msg), "{cmd} {body}: {text}");
-        assert!(v.get("baseIdentity").is_none(), "{cmd}: internal errors carry no baseIdentity");
-        assert!(v["errorCode"].is_string(), "{cmd}: two-level error code present: {text}");
+        assert!(
+            v["message"].as_str().unwrap().starts_with(want_msg),
+            "{cmd} {body}: {text}"
+        );
+        assert!(
+            v.get("baseIdentity").is_none(),
+            "{cmd}: internal errors carry no baseIdentity"
+        );
+        assert!(
+            v["errorCode"].is_string(),
+            "{cmd}: two-level error code present: {text}"
+        );
     }
     // Oversized body: a JSON error, not a hang or a bare status.
     let big = format!(r#"{{"bizUrl":"{}"}}"#, "x".repeat(2 << 20));
@@ -201,20 +284,45 @@ async fn request_errors_are_answered_promptly() {
     assert_eq!(status, 413);
     assert!(text.contains("larger than 1048576 bytes"), "{text}");
     // Other methods: a clear error.
-    let resp = h.client.get(format!("{}/help", h.url)).send().await.unwrap();
+    let resp = h
+        .client
+        .get(format!("{}/help", h.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 405);
     assert_eq!(resp.headers()["allow"], "POST");
-    assert_eq!(resp.text().await.unwrap(), "POST http request only supported by arklet");
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "POST http request only supported by arklet"
+    );
     // Query strings are ignored, like upstream.
     let v = h.call("help?x=1", json!({})).await;
     assert_eq!(v["code"], "SUCCESS");
     // Lenient keys and string booleans, like fastjson.
-    let v = h.call("health", json!({"TYPE": "system", "Metrics": ["cpu"]})).await;
-    assert_eq!(v["data"]["healthData"].as_object().unwrap().keys().collect::<Vec<_>>(), ["cpu"]);
+    let v = h
+        .call("health", json!({"TYPE": "system", "Metrics": ["cpu"]}))
+        .await;
+    assert_eq!(
+        v["data"]["healthData"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["cpu"]
+    );
     let v = h.call("health", json!({"type": "nope"})).await;
     assert_eq!(v["message"], "Internal Error: type: nope can not be found");
-    let v = h.call("health", json!({"type": "biz", "bizName": "nope", "bizVersion": "1"})).await;
-    assert_eq!(v, json!({"baseIdentity":"10.0.0.5","code":"FAILED","errorCode":"Arklet.NoMatchedBiz","message":"can not find biz"}));
+    let v = h
+        .call(
+            "health",
+            json!({"type": "biz", "bizName": "nope", "bizVersion": "1"}),
+        )
+        .await;
+    assert_eq!(
+        v,
+        json!({"baseIdentity":"10.0.0.5","code":"FAILED","errorCode":"Arklet.NoMatchedBiz","message":"can not find biz"})
+    );
     h.shutdown().await;
 }
 
@@ -227,66 +335,142 @@ async fn install_two_versions_switch_and_uninstall() {
     let a1 = jar(&jars, "biz-a", "1.0.0", &[Behaviour::StayUp]);
     let a2 = jar(&jars, "biz-a", "2.0.0", &[Behaviour::StayUp]);
 
-    let v = h.call("installBiz", install_body("biz-a", "1.0.0", &a1)).await;
+    let v = h
+        .call("installBiz", install_body("biz-a", "1.0.0", &a1))
+        .await;
     assert_eq!(v["code"], "SUCCESS", "{v}");
     let data = &v["data"];
     assert_eq!(data["code"], "SUCCESS");
     assert!(data["elapsedSpace"].is_i64());
-    assert!(data["message"].as_str().unwrap().starts_with("Install Biz: biz-a:1.0.0 success, cost: "));
+    assert!(
+        data["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Install Biz: biz-a:1.0.0 success, cost: ")
+    );
     let model = &data["bizInfos"][0];
     assert_eq!(model["bizState"], "activated");
     assert_eq!(model["identity"], "biz-a:1.0.0");
     assert_eq!(model["priority"], 100);
-    let reasons: Vec<_> = model["bizStateRecords"].as_array().unwrap().iter().map(|r| r["reason"].clone()).collect();
+    let reasons: Vec<_> = model["bizStateRecords"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].clone())
+        .collect();
     assert_eq!(reasons, [json!("Created"), json!("Started")]);
     assert!(model["bizStateRecords"][0]["changeTime"].is_i64());
 
     // Same identity again: REPEAT_BIZ, and the fetched copy is not left behind.
     let jars_before = jar_count(&h.packages_dir());
-    let v = h.call("installBiz", install_body("biz-a", "1.0.0", &a1)).await;
+    let v = h
+        .call("installBiz", install_body("biz-a", "1.0.0", &a1))
+        .await;
     assert_eq!(v["code"], "FAILED");
     assert_eq!(v["message"], "install biz not success!");
     assert_eq!(v["data"]["code"], "REPEAT_BIZ");
-    assert_eq!(v["data"]["message"], "Biz: biz-a:1.0.0 has been installed or registered.");
+    assert_eq!(
+        v["data"]["message"],
+        "Biz: biz-a:1.0.0 has been installed or registered."
+    );
     assert_eq!(jar_count(&h.packages_dir()), jars_before);
 
     // A second version starts deactivated, as sofa-ark does.
-    let v = h.call("installBiz", install_body("biz-a", "2.0.0", &a2)).await;
+    let v = h
+        .call("installBiz", install_body("biz-a", "2.0.0", &a2))
+        .await;
     assert_eq!(v["code"], "SUCCESS", "{v}");
     assert_eq!(v["data"]["bizInfos"][0]["bizState"], "deactivated");
-    assert_eq!(v["data"]["bizInfos"][0]["bizStateRecords"][1]["message"], "start but is deactivated");
+    assert_eq!(
+        v["data"]["bizInfos"][0]["bizStateRecords"][1]["message"],
+        "start but is deactivated"
+    );
     assert_eq!(
         states(&h.list().await),
-        [("biz-a".into(), "2.0.0".into(), "deactivated".into()), ("biz-a".into(), "1.0.0".into(), "activated".into())]
+        [
+            ("biz-a".into(), "2.0.0".into(), "deactivated".into()),
+            ("biz-a".into(), "1.0.0".into(), "activated".into())
+        ]
     );
 
-    let v = h.call("switchBiz", json!({"bizName":"biz-a","bizVersion":"2.0.0"})).await;
-    assert_eq!(v, json!({"baseIdentity":"10.0.0.5","code":"SUCCESS","data":{"code":"SUCCESS","message":"Switch biz: biz-a:2.0.0 is activated."}}));
+    let v = h
+        .call("switchBiz", json!({"bizName":"biz-a","bizVersion":"2.0.0"}))
+        .await;
+    assert_eq!(
+        v,
+        json!({"baseIdentity":"10.0.0.5","code":"SUCCESS","data":{"code":"SUCCESS","message":"Switch biz: biz-a:2.0.0 is activated."}})
+    );
     let list = h.list().await;
     assert_eq!(
         states(&list),
-        [("biz-a".into(), "2.0.0".into(), "activated".into()), ("biz-a".into(), "1.0.0".into(), "deactivated".into())]
+        [
+            ("biz-a".into(), "2.0.0".into(), "activated".into()),
+            ("biz-a".into(), "1.0.0".into(), "deactivated".into())
+        ]
     );
-    let old_last = list[1]["bizStateRecords"].as_array().unwrap().last().unwrap().clone();
+    let old_last = list[1]["bizStateRecords"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     assert_eq!(old_last["message"], "switch to new version biz-a:2.0.0");
     assert_eq!(old_last["reason"], "Switched");
 
-    let v = h.call("switchBiz", json!({"bizName":"biz-z","bizVersion":"9"})).await;
-    assert_eq!(v["data"], json!({"code":"NOT_FOUND_BIZ","message":"Switch biz: biz-z:9 not found."}));
+    let v = h
+        .call("switchBiz", json!({"bizName":"biz-z","bizVersion":"9"}))
+        .await;
+    assert_eq!(
+        v["data"],
+        json!({"code":"NOT_FOUND_BIZ","message":"Switch biz: biz-z:9 not found."})
+    );
     assert_eq!(v["message"], "switch biz not success!");
 
-    let v = h.call("uninstallBiz", json!({"bizName":"biz-zzz","bizVersion":"9.9.9"})).await;
-    assert_eq!(v, json!({"baseIdentity":"10.0.0.5","code":"FAILED","data":{"code":"NOT_FOUND_BIZ","message":"Uninstall biz: biz-zzz:9.9.9 not found."},"errorCode":"Arklet.NoMatchedBiz","message":"uninstall biz not success!"}));
-    let v = h.call("uninstallBiz", json!({"bizName":"test-base","bizVersion":"1.0.0"})).await;
+    let v = h
+        .call(
+            "uninstallBiz",
+            json!({"bizName":"biz-zzz","bizVersion":"9.9.9"}),
+        )
+        .await;
+    assert_eq!(
+        v,
+        json!({"baseIdentity":"10.0.0.5","code":"FAILED","data":{"code":"NOT_FOUND_BIZ","message":"Uninstall biz: biz-zzz:9.9.9 not found."},"errorCode":"Arklet.NoMatchedBiz","message":"uninstall biz not success!"})
+    );
+    let v = h
+        .call(
+            "uninstallBiz",
+            json!({"bizName":"test-base","bizVersion":"1.0.0"}),
+        )
+        .await;
     assert_eq!(v["data"]["message"], "Master biz must not be uninstalled.");
 
-    let v = h.call("uninstallBiz", json!({"bizName":"biz-a","bizVersion":"2.0.0"})).await;
-    assert_eq!(v, json!({"baseIdentity":"10.0.0.5","code":"SUCCESS","data":{"code":"SUCCESS","message":"Uninstall biz: biz-a:2.0.0 success."}}));
-    assert_eq!(states(&h.list().await), [("biz-a".into(), "1.0.0".into(), "deactivated".into())]);
-    let v = h.call("uninstallBiz", json!({"bizName":"biz-a","bizVersion":"1.0.0"})).await;
+    let v = h
+        .call(
+            "uninstallBiz",
+            json!({"bizName":"biz-a","bizVersion":"2.0.0"}),
+        )
+        .await;
+    assert_eq!(
+        v,
+        json!({"baseIdentity":"10.0.0.5","code":"SUCCESS","data":{"code":"SUCCESS","message":"Uninstall biz: biz-a:2.0.0 success."}})
+    );
+    assert_eq!(
+        states(&h.list().await),
+        [("biz-a".into(), "1.0.0".into(), "deactivated".into())]
+    );
+    let v = h
+        .call(
+            "uninstallBiz",
+            json!({"bizName":"biz-a","bizVersion":"1.0.0"}),
+        )
+        .await;
     assert_eq!(v["code"], "SUCCESS");
     assert!(h.list().await.is_empty());
-    assert_eq!(jar_count(&h.packages_dir()), 0, "uninstall removes the fetched packages");
+    assert_eq!(
+        jar_count(&h.packages_dir()),
+        0,
+        "uninstall removes the fetched packages"
+    );
     h.shutdown().await;
 }
 
@@ -297,28 +481,60 @@ async fn failed_install_leaves_nothing_behind() {
     std::fs::create_dir_all(&jars).unwrap();
     let mut h = start_agent(&tmp.path().join("work"), &[]).await;
     let bad = jar(&jars, "biz-fail", "1.0.0", &[Behaviour::FailAtStart]);
-    let v = h.call("installBiz", install_body("biz-fail", "1.0.0", &bad)).await;
+    let v = h
+        .call("installBiz", install_body("biz-fail", "1.0.0", &bad))
+        .await;
     assert_eq!(v["code"], "CMD_PROCESS_INTERNAL_ERROR", "{v}");
     let msg = v["message"].as_str().unwrap();
-    assert!(msg.starts_with("Internal Error: install of biz-fail:1.0.0 failed"), "{msg}");
-    assert!(msg.contains(koupleless_testkit::FAIL_MESSAGE), "the module's own exception is reported: {msg}");
+    assert!(
+        msg.starts_with("Internal Error: install of biz-fail:1.0.0 failed"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(koupleless_testkit::FAIL_MESSAGE),
+        "the module's own exception is reported: {msg}"
+    );
     assert_eq!(v["errorCode"], "User.InstallBizUserError");
     assert!(h.list().await.is_empty());
     assert_eq!(jar_count(&h.packages_dir()), 0);
     let modules = h.work.join("modules");
     let leftovers: Vec<_> = std::fs::read_dir(&modules)
-        .map(|d| d.filter_map(Result::ok).filter(|e| e.path().is_dir()).map(|e| e.path()).collect())
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.path())
+                .collect()
+        })
         .unwrap_or_default();
-    assert!(leftovers.is_empty(), "unpacked module directories left: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "unpacked module directories left: {leftovers:?}"
+    );
 
-    let v = h.call("installBiz", install_body("biz-x", "1.0.0", "file:///nonexistent/missing.jar")).await;
+    let v = h
+        .call(
+            "installBiz",
+            install_body("biz-x", "1.0.0", "file:///nonexistent/missing.jar"),
+        )
+        .await;
     assert_eq!(v["code"], "CMD_PROCESS_INTERNAL_ERROR");
-    assert_eq!(v["message"], "Internal Error: package not found: /nonexistent/missing.jar (No such file or directory)");
+    assert_eq!(
+        v["message"],
+        "Internal Error: package not found: /nonexistent/missing.jar (No such file or directory)"
+    );
     assert_eq!(v["errorCode"], "Arklet.PullBizError");
 
     let not_ark = file_url(&BizJar::new("plain", "1").no_mark().build(&jars));
-    let v = h.call("installBiz", install_body("plain", "1", &not_ark)).await;
-    assert!(v["message"].as_str().unwrap().contains("Archive must be a ark biz!"), "{v}");
+    let v = h
+        .call("installBiz", install_body("plain", "1", &not_ark))
+        .await;
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("Archive must be a ark biz!"),
+        "{v}"
+    );
     assert_eq!(jar_count(&h.packages_dir()), 0);
     h.shutdown().await;
 }
@@ -341,8 +557,14 @@ async fn install_from_manifest_and_uninstall_then_install() {
         .call("installBiz", json!({"bizName":"biz-b","bizVersion":"2.0.0","bizUrl":b2,"installStrategy":"uninstallThenInstall"}))
         .await;
     assert_eq!(v["code"], "SUCCESS", "{v}");
-    assert_eq!(v["data"]["bizInfos"][0]["bizState"], "activated", "old version was removed first");
-    assert_eq!(states(&h.list().await), [("biz-b".into(), "2.0.0".into(), "activated".into())]);
+    assert_eq!(
+        v["data"]["bizInfos"][0]["bizState"], "activated",
+        "old version was removed first"
+    );
+    assert_eq!(
+        states(&h.list().await),
+        [("biz-b".into(), "2.0.0".into(), "activated".into())]
+    );
     h.shutdown().await;
 }
 
@@ -356,7 +578,10 @@ async fn async_operations_and_conflicts() {
         &jars,
         "biz-slow",
         "1.0.0",
-        &[Behaviour::SlowReady(Duration::from_millis(1500)), Behaviour::StayUp],
+        &[
+            Behaviour::SlowReady(Duration::from_millis(1500)),
+            Behaviour::StayUp,
+        ],
     );
     let ready = json!({"koupleless.agent.ready.log": koupleless_testkit::READY_LINE});
     let mut req = install_body("biz-slow", "1.0.0", &slow);
@@ -367,14 +592,18 @@ async fn async_operations_and_conflicts() {
     assert_eq!(v["code"], "SUCCESS", "{v}");
     assert_eq!(v["data"]["requestId"], "req-1");
     assert_eq!(v["data"]["arkBizMeta"]["installStrategy"], "installOnly");
-    assert!(matches!(v["data"]["status"].as_str(), Some("INITIALIZED" | "EXECUTING")));
+    assert!(matches!(
+        v["data"]["status"].as_str(),
+        Some("INITIALIZED" | "EXECUTING")
+    ));
 
     // While it runs: a sync install of the same module is a lock conflict...
     assert!(
         eventually(Duration::from_secs(10), || {
             let h = &h;
             async move {
-                h.call("queryBizOps", json!({"requestId":"req-1"})).await["data"]["status"] == "EXECUTING"
+                h.call("queryBizOps", json!({"requestId":"req-1"})).await["data"]["status"]
+                    == "EXECUTING"
             }
         })
         .await
@@ -394,7 +623,10 @@ async fn async_operations_and_conflicts() {
     assert_eq!(h.call("installBiz", req2).await["code"], "SUCCESS");
     // Reusing a request id is refused.
     let v = h.call("installBiz", req.clone()).await;
-    assert_eq!(v["message"], "The request corresponding to the requestId(req-1) has been executed.");
+    assert_eq!(
+        v["message"],
+        "The request corresponding to the requestId(req-1) has been executed."
+    );
 
     let done = |id: &'static str| {
         let h = &h;
@@ -417,10 +649,21 @@ async fn async_operations_and_conflicts() {
     assert_eq!(v["message"], "Not found the corresponding ops record.");
 
     // Async uninstall.
-    let v = h.call("uninstallBiz", json!({"bizName":"biz-slow","bizVersion":"1.0.0","async":true,"requestId":"u-1"})).await;
-    assert_eq!(v["data"]["arkBizMeta"], json!({"async":true,"bizName":"biz-slow","bizVersion":"1.0.0","requestId":"u-1"}));
+    let v = h
+        .call(
+            "uninstallBiz",
+            json!({"bizName":"biz-slow","bizVersion":"1.0.0","async":true,"requestId":"u-1"}),
+        )
+        .await;
+    assert_eq!(
+        v["data"]["arkBizMeta"],
+        json!({"async":true,"bizName":"biz-slow","bizVersion":"1.0.0","requestId":"u-1"})
+    );
     assert!(eventually(Duration::from_secs(30), || done("u-1")).await);
-    assert_eq!(h.call("queryBizOps", json!({"requestId":"u-1"})).await["data"]["status"], "SUCCEEDED");
+    assert_eq!(
+        h.call("queryBizOps", json!({"requestId":"u-1"})).await["data"]["status"],
+        "SUCCEEDED"
+    );
     assert!(h.list().await.is_empty());
     h.shutdown().await;
 }
@@ -431,17 +674,37 @@ async fn concurrent_installs_of_one_module() {
     let jars = tmp.path().join("jars");
     std::fs::create_dir_all(&jars).unwrap();
     let mut h = start_agent(&tmp.path().join("work"), &[]).await;
-    let slow = jar(&jars, "biz-c", "1.0.0", &[Behaviour::SlowReady(Duration::from_millis(800)), Behaviour::StayUp]);
+    let slow = jar(
+        &jars,
+        "biz-c",
+        "1.0.0",
+        &[
+            Behaviour::SlowReady(Duration::from_millis(800)),
+            Behaviour::StayUp,
+        ],
+    );
     let mut body = install_body("biz-c", "1.0.0", &slow);
     body["envs"] = json!({"koupleless.agent.ready.log": koupleless_testkit::READY_LINE});
-    let (a, b) = tokio::join!(h.call("installBiz", body.clone()), h.call("installBiz", body.clone()));
-    let mut codes = [a["code"].as_str().unwrap().to_owned(), b["code"].as_str().unwrap().to_owned()];
+    let (a, b) = tokio::join!(
+        h.call("installBiz", body.clone()),
+        h.call("installBiz", body.clone())
+    );
+    let mut codes = [
+        a["code"].as_str().unwrap().to_owned(),
+        b["code"].as_str().unwrap().to_owned(),
+    ];
     codes.sort();
     assert_eq!(codes, ["FAILED", "SUCCESS"], "{a} {b}");
     let failed = if a["code"] == "FAILED" { &a } else { &b };
     let msg = failed["message"].as_str().unwrap();
-    assert!(msg.contains("conflict") || failed["data"]["code"] == "REPEAT_BIZ", "{failed}");
-    assert_eq!(states(&h.list().await), [("biz-c".into(), "1.0.0".into(), "activated".into())]);
+    assert!(
+        msg.contains("conflict") || failed["data"]["code"] == "REPEAT_BIZ",
+        "{failed}"
+    );
+    assert_eq!(
+        states(&h.list().await),
+        [("biz-c".into(), "1.0.0".into(), "activated".into())]
+    );
     h.shutdown().await;
 }
 
@@ -451,8 +714,18 @@ async fn batch_install_priorities_and_a_failing_item() {
     let jars = tmp.path().join("jars");
     std::fs::create_dir_all(&jars).unwrap();
     let mut h = start_agent(&tmp.path().join("work"), &[]).await;
-    let first = file_url(&BizJar::new("first", "1").priority(10).behaviour(Behaviour::StayUp).build(&jars));
-    let second = file_url(&BizJar::new("second", "1").priority(200).behaviour(Behaviour::StayUp).build(&jars));
+    let first = file_url(
+        &BizJar::new("first", "1")
+            .priority(10)
+            .behaviour(Behaviour::StayUp)
+            .build(&jars),
+    );
+    let second = file_url(
+        &BizJar::new("second", "1")
+            .priority(200)
+            .behaviour(Behaviour::StayUp)
+            .build(&jars),
+    );
     let failing = jar(&jars, "broken", "1", &[Behaviour::FailAtStart]);
     let missing = "file:///nonexistent/gone.jar".to_owned();
     let v = h
@@ -476,25 +749,46 @@ async fn batch_install_priorities_and_a_failing_item() {
     assert_eq!(by_url[&first]["code"], "SUCCESS");
     assert_eq!(by_url[&second]["code"], "SUCCESS");
     assert_eq!(by_url[&failing]["code"], "FAILED");
-    assert!(by_url[&failing]["message"].as_str().unwrap().starts_with("internal exception: "));
+    assert!(
+        by_url[&failing]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("internal exception: ")
+    );
     assert_eq!(by_url[&missing]["code"], "FAILED");
     for (url, entry) in by_url {
-        let infos = entry["bizInfos"].as_array().unwrap_or_else(|| panic!("{url}: bizInfos missing (trap T15)"));
+        let infos = entry["bizInfos"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{url}: bizInfos missing (trap T15)"));
         assert!(!infos.is_empty(), "{url}");
     }
     assert_eq!(by_url[&failing]["bizInfos"][0]["bizState"], "broken");
     // Priority order: `first` (10) started before `second` (200).
-    let t = |url: &str| by_url[url]["bizInfos"][0]["bizStateRecords"][0]["changeTime"].as_i64().unwrap();
+    let t = |url: &str| {
+        by_url[url]["bizInfos"][0]["bizStateRecords"][0]["changeTime"]
+            .as_i64()
+            .unwrap()
+    };
     assert!(t(&first) <= t(&second));
     let list = states(&h.list().await);
-    assert_eq!(list, [("first".into(), "1".into(), "activated".into()), ("second".into(), "1".into(), "activated".into())]);
+    assert_eq!(
+        list,
+        [
+            ("first".into(), "1".into(), "activated".into()),
+            ("second".into(), "1".into(), "activated".into())
+        ]
+    );
 
     // A repeat of the same batch: every entry REPEAT_BIZ with the module as it is.
-    let v = h.call("batchInstallBiz", json!({"bizList": [{"bizUrl": first}]})).await;
+    let v = h
+        .call("batchInstallBiz", json!({"bizList": [{"bizUrl": first}]}))
+        .await;
     let entry = &v["data"]["bizUrlToResponse"][&first];
     assert_eq!(entry["code"], "REPEAT_BIZ");
     assert_eq!(entry["bizInfos"][0]["bizState"], "activated");
-    let v = h.call("batchInstallBiz", json!({"installRequests": []})).await;
+    let v = h
+        .call("batchInstallBiz", json!({"installRequests": []}))
+        .await;
     assert_eq!(v["message"], "Internal Error: bizList is null");
     h.shutdown().await;
 }
@@ -506,7 +800,12 @@ async fn restart_restores_modules_and_stops_them_on_shutdown() {
     std::fs::create_dir_all(&jars).unwrap();
     let work = tmp.path().join("work");
     let port = koupleless_testkit::free_port();
-    let a = jar(&jars, "biz-a", "1.0.0", &[Behaviour::ListenTcp(port), Behaviour::StayUp]);
+    let a = jar(
+        &jars,
+        "biz-a",
+        "1.0.0",
+        &[Behaviour::ListenTcp(port), Behaviour::StayUp],
+    );
     let mut h = start_agent(&work, &[]).await;
     let mut body = install_body("biz-a", "1.0.0", &a);
     body["envs"] = json!({"koupleless.agent.ready.tcp": port.to_string()});
@@ -515,7 +814,10 @@ async fn restart_restores_modules_and_stops_them_on_shutdown() {
     h.shutdown().await;
     // The agent leaves no module process behind.
     assert!(
-        eventually(Duration::from_secs(10), || async { std::net::TcpStream::connect(("127.0.0.1", port)).is_err() }).await,
+        eventually(Duration::from_secs(10), || async {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        })
+        .await,
         "module still listening after agent shutdown"
     );
     // A new agent on the same work directory runs it again.
@@ -523,7 +825,9 @@ async fn restart_restores_modules_and_stops_them_on_shutdown() {
     assert!(
         eventually(Duration::from_secs(30), || {
             let h = &h;
-            async move { states(&h.list().await) == [("biz-a".into(), "1.0.0".into(), "activated".into())] }
+            async move {
+                states(&h.list().await) == [("biz-a".into(), "1.0.0".into(), "activated".into())]
+            }
         })
         .await,
         "module restored after restart"
@@ -548,7 +852,12 @@ async fn bearer_token_guards_commands() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     // Probes stay open for the kubelet.
-    let resp = h.client.get(format!("{}/readyz", h.url)).send().await.unwrap();
+    let resp = h
+        .client
+        .get(format!("{}/readyz", h.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     h.shutdown().await;
 }

@@ -12,7 +12,9 @@ pub mod arklet;
 pub mod process;
 
 /// `name:version`, the identity of a module everywhere in the agent.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct BizKey {
     /// Module name (manifest `Ark-Biz-Name`).
     pub name: String,
@@ -23,7 +25,10 @@ pub struct BizKey {
 impl BizKey {
     /// Builds a key.
     pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
-        BizKey { name: name.into(), version: version.into() }
+        BizKey {
+            name: name.into(),
+            version: version.into(),
+        }
     }
 }
 
@@ -126,7 +131,10 @@ pub enum BackendError {
 pub trait RuntimeBackend: Send + Sync + 'static {
     /// Starts a module and resolves once it is up (activated) or has failed. On failure the
     /// backend leaves nothing running and removes what it unpacked.
-    fn start(&self, req: StartRequest) -> impl Future<Output = Result<Started, BackendError>> + Send;
+    fn start(
+        &self,
+        req: StartRequest,
+    ) -> impl Future<Output = Result<Started, BackendError>> + Send;
 
     /// Stops a module and removes its files; resolves when it is gone.
     fn stop(&self, key: &BizKey) -> impl Future<Output = Result<(), BackendError>> + Send;

@@ -28,7 +28,12 @@ pub struct Transition {
 }
 
 fn rec(state: BizState, reason: StateChangeReason, message: String, now: i64) -> StateRecord {
-    StateRecord { change_time: now, message, reason, state }
+    StateRecord {
+        change_time: now,
+        message,
+        reason,
+        state,
+    }
 }
 
 /// Transitions after `new` started successfully, given the currently activated version of the
@@ -48,7 +53,10 @@ pub fn on_started(
             vec![started(BizState::Activated, String::new())]
         }
         (Some(_), ActivationPolicy::FirstWins) => {
-            vec![started(BizState::Deactivated, "start but is deactivated".into())]
+            vec![started(
+                BizState::Deactivated,
+                "start but is deactivated".into(),
+            )]
         }
         (Some(old), ActivationPolicy::NewTakesOver) => vec![
             Transition {
@@ -95,8 +103,9 @@ pub fn on_switch(
                     ),
                 });
             }
-            let message =
-                active.filter(|a| *a != target).map(|old| format!("switch from old version: {old}"));
+            let message = active
+                .filter(|a| *a != target)
+                .map(|old| format!("switch from old version: {old}"));
             out.push(Transition {
                 key: target.clone(),
                 record: rec(
@@ -115,7 +124,11 @@ pub fn on_switch(
 /// Sort key for listings: priority ascending, then name, then version descending — the order
 /// the real base lists modules in (captured traffic shows `biz-a 2.0.0` before `1.0.0`).
 pub fn listing_order(priority: i32, key: &BizKey) -> (i32, String, std::cmp::Reverse<String>) {
-    (priority, key.name.clone(), std::cmp::Reverse(key.version.clone()))
+    (
+        priority,
+        key.name.clone(),
+        std::cmp::Reverse(key.version.clone()),
+    )
 }
 
 #[cfg(test)]
@@ -129,13 +142,21 @@ mod tests {
     #[test]
     fn started_table() {
         let cases = [
-            (None, ActivationPolicy::FirstWins, vec![("2", BizState::Activated, "")]),
+            (
+                None,
+                ActivationPolicy::FirstWins,
+                vec![("2", BizState::Activated, "")],
+            ),
             (
                 Some(k("1")),
                 ActivationPolicy::FirstWins,
                 vec![("2", BizState::Deactivated, "start but is deactivated")],
             ),
-            (Some(k("1")), ActivationPolicy::AllActive, vec![("2", BizState::Activated, "")]),
+            (
+                Some(k("1")),
+                ActivationPolicy::AllActive,
+                vec![("2", BizState::Activated, "")],
+            ),
             (
                 Some(k("1")),
                 ActivationPolicy::NewTakesOver,
@@ -149,7 +170,13 @@ mod tests {
             let got = on_started(&k("2"), active.as_ref(), policy, 7);
             let got: Vec<_> = got
                 .iter()
-                .map(|t| (t.key.version.as_str(), t.record.state, t.record.message.as_str()))
+                .map(|t| {
+                    (
+                        t.key.version.as_str(),
+                        t.record.state,
+                        t.record.message.as_str(),
+                    )
+                })
                 .collect();
             assert_eq!(got, want, "{active:?} {policy:?}");
         }
@@ -157,7 +184,10 @@ mod tests {
 
     #[test]
     fn switch_table() {
-        assert_eq!(on_switch(&k("2"), BizState::Activated, Some(&k("2")), 1), Ok(vec![]));
+        assert_eq!(
+            on_switch(&k("2"), BizState::Activated, Some(&k("2")), 1),
+            Ok(vec![])
+        );
         let t = on_switch(&k("2"), BizState::Deactivated, Some(&k("1")), 1).unwrap();
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].key, k("1"));
@@ -175,7 +205,11 @@ mod tests {
 
     #[test]
     fn listing_order_matches_the_real_base() {
-        let mut v = [(100, k("1.0.0")), (100, k("2.0.0")), (50, BizKey::new("z", "1"))];
+        let mut v = [
+            (100, k("1.0.0")),
+            (100, k("2.0.0")),
+            (50, BizKey::new("z", "1")),
+        ];
         v.sort_by_key(|(p, key)| listing_order(*p, key));
         assert_eq!(v[0].1.name, "z");
         assert_eq!(v[1].1.version, "2.0.0");

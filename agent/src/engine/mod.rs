@@ -102,7 +102,9 @@ impl Module {
 
     /// sofa-ark's `BizModel.setWebContextPath`: the manifest value, else the root path.
     fn web_context_path(&self) -> String {
-        self.web_context_path.clone().unwrap_or_else(|| "/".to_owned())
+        self.web_context_path
+            .clone()
+            .unwrap_or_else(|| "/".to_owned())
     }
 
     /// The health view.
@@ -126,7 +128,12 @@ impl Module {
             biz_temp_work_dir: work_dir.map(|d| d.display().to_string()),
             biz_url: work_dir.map(|d| format!("file:{}/", d.display())),
             biz_version: self.key.version.clone(),
-            class_path: Some(self.started.as_ref().map(|s| s.class_path.clone()).unwrap_or_default()),
+            class_path: Some(
+                self.started
+                    .as_ref()
+                    .map(|s| s.class_path.clone())
+                    .unwrap_or_default(),
+            ),
             declared_mode: Some(false),
             deny_import_classes: Some(vec![]),
             deny_import_package_nodes: Some(vec![]),
@@ -259,7 +266,9 @@ pub struct Engine<B> {
 
 impl<B> Clone for Engine<B> {
     fn clone(&self) -> Self {
-        Engine { shared: Arc::clone(&self.shared) }
+        Engine {
+            shared: Arc::clone(&self.shared),
+        }
     }
 }
 
@@ -282,7 +291,12 @@ pub fn lock_key(name: Option<&str>, version: Option<&str>) -> String {
 
 impl<B: RuntimeBackend> Engine<B> {
     /// Builds an engine over a backend and a package store.
-    pub fn new(backend: B, store: PackageStore, cfg: EngineConfig, metaspace: MetaspaceProbe) -> Self {
+    pub fn new(
+        backend: B,
+        store: PackageStore,
+        cfg: EngineConfig,
+        metaspace: MetaspaceProbe,
+    ) -> Self {
         let retention = cfg.retention;
         Engine {
             shared: Arc::new(Shared {
@@ -339,7 +353,10 @@ impl<B: RuntimeBackend> Engine<B> {
             return Err(*running);
         }
         st.locks.insert(key.clone(), cmd);
-        Ok(LockGuard { engine: self.clone(), key })
+        Ok(LockGuard {
+            engine: self.clone(),
+            key,
+        })
     }
 
     /// A fresh worker name for an async record (`threadName`).
@@ -368,7 +385,12 @@ impl<B: RuntimeBackend> Engine<B> {
 
     /// Keys of every registered version of `name`.
     pub fn versions_of(&self, name: &str) -> Vec<BizKey> {
-        self.state().modules.keys().filter(|k| k.name == name).cloned().collect()
+        self.state()
+            .modules
+            .keys()
+            .filter(|k| k.name == name)
+            .cloned()
+            .collect()
     }
 
     fn active_of(st: &State, name: &str, except: &BizKey) -> Option<BizKey> {
@@ -388,7 +410,12 @@ impl<B: RuntimeBackend> Engine<B> {
 
     /// Registers `pkg` as `resolved` (sofa-ark registers before starting). Fails with
     /// `REPEAT_BIZ` if the manifest identity is already registered.
-    fn register(&self, pkg: &Package, args: &[String], envs: &BTreeMap<String, String>) -> Result<(), BizKey> {
+    fn register(
+        &self,
+        pkg: &Package,
+        args: &[String],
+        envs: &BTreeMap<String, String>,
+    ) -> Result<(), BizKey> {
         let mut st = self.state();
         if st.modules.contains_key(&pkg.key) {
             return Err(pkg.key.clone());
@@ -432,13 +459,22 @@ impl<B: RuntimeBackend> Engine<B> {
         }
         let key = pkg.key.clone();
         tracing::info!(biz = %key, url = %pkg.url, "installing module");
-        let req = StartRequest { package: pkg.clone(), args, envs };
+        let req = StartRequest {
+            package: pkg.clone(),
+            args,
+            envs,
+        };
         match self.shared.backend.start(req).await {
             Ok(started) => {
                 let model = {
                     let mut st = self.state();
                     let active = Self::active_of(&st, &key.name, &key);
-                    let t = activation::on_started(&key, active.as_ref(), self.shared.cfg.activation, now_ms());
+                    let t = activation::on_started(
+                        &key,
+                        active.as_ref(),
+                        self.shared.cfg.activation,
+                        now_ms(),
+                    );
                     if let Some(m) = st.modules.get_mut(&key) {
                         m.main_class = Some(started.main_class.clone());
                         m.started = Some(started);
@@ -449,7 +485,11 @@ impl<B: RuntimeBackend> Engine<B> {
                 self.persist();
                 let model = model.unwrap_or_else(|| broken_model(&key.name, &key.version));
                 tracing::info!(biz = %key, state = ?model.biz_state, "module installed");
-                Ok(Installed { model, cost_ms: begin.elapsed().as_millis(), started_at })
+                Ok(Installed {
+                    model,
+                    cost_ms: begin.elapsed().as_millis(),
+                    started_at,
+                })
             }
             Err(source) => {
                 tracing::warn!(biz = %key, error = %source, "module failed to start");
@@ -530,7 +570,9 @@ impl<B: RuntimeBackend> Engine<B> {
         let transitions = match activation::on_switch(key, state, active.as_ref(), now_ms()) {
             Ok(t) if t.is_empty() => return SwitchOutcome::Activated,
             Ok(t) => t,
-            Err(activation::SwitchRefused::IllegalState(s)) => return SwitchOutcome::IllegalState(s),
+            Err(activation::SwitchRefused::IllegalState(s)) => {
+                return SwitchOutcome::IllegalState(s);
+            }
         };
         if let Err(e) = self.shared.backend.activate(key).await {
             return SwitchOutcome::Failed(e.to_string());
@@ -567,7 +609,11 @@ impl<B: RuntimeBackend> Engine<B> {
         let mut st = self.state();
         for d in found {
             let now = now_ms();
-            let state = if d.active { BizState::Activated } else { BizState::Deactivated };
+            let state = if d.active {
+                BizState::Activated
+            } else {
+                BizState::Deactivated
+            };
             st.modules.entry(d.key.clone()).or_insert_with(|| Module {
                 key: d.key.clone(),
                 state,
@@ -612,7 +658,9 @@ impl<B: RuntimeBackend> Engine<B> {
             let st = self.state();
             st.modules
                 .values()
-                .filter(|m| !m.external && matches!(m.state, BizState::Activated | BizState::Deactivated))
+                .filter(|m| {
+                    !m.external && matches!(m.state, BizState::Activated | BizState::Deactivated)
+                })
                 .filter_map(|m| {
                     let pkg = m.package.as_ref()?;
                     Some(Remembered {
@@ -626,7 +674,13 @@ impl<B: RuntimeBackend> Engine<B> {
                 })
                 .collect()
         };
-        if let Err(e) = persist::save(path, &StateFile { version: 1, modules }) {
+        if let Err(e) = persist::save(
+            path,
+            &StateFile {
+                version: 1,
+                modules,
+            },
+        ) {
             tracing::error!(file = %path.display(), error = %e, "cannot write the state file");
         }
     }

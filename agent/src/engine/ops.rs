@@ -16,7 +16,10 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention { max_records: 1000, max_age_ms: 3_600_000 }
+        Retention {
+            max_records: 1000,
+            max_age_ms: 3_600_000,
+        }
     }
 }
 
@@ -43,7 +46,11 @@ fn finished(r: &ProcessRecord) -> bool {
 impl OpsTable {
     /// An empty table.
     pub fn new(retention: Retention) -> Self {
-        OpsTable { records: HashMap::new(), order: VecDeque::new(), retention }
+        OpsTable {
+            records: HashMap::new(),
+            order: VecDeque::new(),
+            retention,
+        }
     }
 
     /// Creates an `INITIALIZED` record.
@@ -140,7 +147,10 @@ impl OpsTable {
     fn make_room(&mut self) {
         // Over the cap: drop the oldest finished records; running ones are never dropped.
         while self.records.len() >= self.retention.max_records {
-            let Some(pos) = self.order.iter().position(|id| self.records.get(id).is_some_and(finished))
+            let Some(pos) = self
+                .order
+                .iter()
+                .position(|id| self.records.get(id).is_some_and(finished))
             else {
                 break;
             };
@@ -162,18 +172,28 @@ mod tests {
         let mut t = OpsTable::new(Retention::default());
         let r = t.create("r1", json!({}), "w-1".into(), 100).unwrap();
         assert_eq!(r.status, ProcessStatus::Initialized);
-        assert_eq!(t.create("r1", json!({}), "w".into(), 101), Err(OpsError::Duplicate("r1".into())));
+        assert_eq!(
+            t.create("r1", json!({}), "w".into(), 101),
+            Err(OpsError::Duplicate("r1".into()))
+        );
         t.executing("r1");
         t.finish("r1", Ok(()), 150);
         let r = t.get("r1", 151).unwrap();
-        assert_eq!((r.status, r.elapsed_time, r.end_time), (ProcessStatus::Succeeded, 50, Some(150)));
+        assert_eq!(
+            (r.status, r.elapsed_time, r.end_time),
+            (ProcessStatus::Succeeded, 50, Some(150))
+        );
     }
 
     #[test]
     fn conflict_ends_failed_not_initialized() {
         let mut t = OpsTable::new(Retention::default());
         t.create("r", json!({}), "w".into(), 0).unwrap();
-        t.finish("r", Err(("conflict".into(), ErrorCode::InstallBizExecuting)), 5);
+        t.finish(
+            "r",
+            Err(("conflict".into(), ErrorCode::InstallBizExecuting)),
+            5,
+        );
         let r = t.get("r", 6).unwrap();
         assert_eq!(r.status, ProcessStatus::Failed);
         assert_eq!(r.error_code.as_deref(), Some("Arklet.InstallBizExecuting"));
@@ -181,7 +201,10 @@ mod tests {
 
     #[test]
     fn eviction_by_age_and_count() {
-        let mut t = OpsTable::new(Retention { max_records: 3, max_age_ms: 1000 });
+        let mut t = OpsTable::new(Retention {
+            max_records: 3,
+            max_age_ms: 1000,
+        });
         for (i, id) in ["a", "b", "c"].iter().enumerate() {
             t.create(id, json!({}), "w".into(), i as i64).unwrap();
         }
