@@ -182,7 +182,11 @@ async fn health_changes_update_capacity_and_unchanged_health_writes_nothing() {
     init_logs();
     let broker = Broker::start().await;
     let kube = Kube::start().await;
-    let ctl = Controller::start(&kube, settings("mc-1", Some(broker.port), false)).await;
+    // Generous liveness thresholds: a loaded machine must not flap Ready during the test.
+    let mut s = settings("mc-1", Some(broker.port), false);
+    s.timings.unreachable_after = Duration::from_secs(5);
+    s.timings.dead_after = Duration::from_secs(10);
+    let ctl = Controller::start(&kube, s).await;
     let base = MqttBase::start(broker.port, "base-a").await;
     let name = vnode("base-a");
     assert!(eventually(T, || async { kube.memory(&name).await.is_some() }).await);
