@@ -155,7 +155,21 @@ async fn handle<B: RuntimeBackend>(State(st): State<HttpState<B>>, req: Request)
             );
         }
     };
-    let command = path.strip_prefix('/').unwrap_or(&path);
-    let outcome = st.service.execute(command, &body).await;
+    let command = path.strip_prefix('/').unwrap_or(&path).to_owned();
+    // Run the command on its own task, owned by the engine's tracker: a client that hangs up
+    // mid-install must not cancel the install half-way (the module would stay `resolved`),
+    // and shutdown still waits for it.
+    let service = st.service.clone();
+    let run = service.engine().tasks().spawn({
+        let service = service.clone();
+        async move { service.execute(&command, &body).await }
+    });
+    let outcome = match run.await {
+        Ok(o) => o,
+        Err(e) => Outcome::Internal {
+            message: format!("command task failed: {e}"),
+            code: ErrorCode::UnknownError,
+        },
+    };
     envelope(StatusCode::OK, outcome, &identity)
 }

@@ -861,3 +861,47 @@ async fn bearer_token_guards_commands() {
     assert_eq!(resp.status().as_u16(), 200);
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_finishes_when_the_client_hangs_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let jars = tmp.path().join("jars");
+    std::fs::create_dir_all(&jars).unwrap();
+    let mut h = start_agent(&tmp.path().join("work"), &[]).await;
+    let slow = jar(
+        &jars,
+        "biz-slow",
+        "1.0.0",
+        &[
+            Behaviour::SlowReady(Duration::from_millis(1000)),
+            Behaviour::StayUp,
+        ],
+    );
+    let mut body = install_body("biz-slow", "1.0.0", &slow);
+    body["envs"] = json!({"koupleless.agent.ready.log": koupleless_testkit::READY_LINE});
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let res = impatient
+        .post(format!("{}/installBiz", h.url))
+        .body(body.to_string())
+        .send()
+        .await;
+    assert!(
+        res.is_err(),
+        "the client gave up before the module was ready"
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let h = &h;
+            async move {
+                states(&h.list().await) == [("biz-slow".into(), "1.0.0".into(), "activated".into())]
+            }
+        })
+        .await,
+        "the install carried on after the client hung up: {:?}",
+        h.list().await
+    );
+    h.shutdown().await;
+}
