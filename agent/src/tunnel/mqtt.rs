@@ -11,6 +11,12 @@
 //! - Ours: a last will (a `deactivated` heartbeat, see [`dispatch::WILL_TIMESTAMP`]) removes
 //!   the base promptly if the agent dies; on graceful shutdown in-flight commands get a grace
 //!   period, then a `deactivated` heartbeat and a clean DISCONNECT (which cancels the will).
+//!   Caveat, seen with Mosquitto 2.0 and `persistence true`: Mosquitto saves the agent's
+//!   session (will included) at shutdown and publishes that will after a *broker* restart, so a
+//!   controller connected by then sees the base deactivated. The agent therefore queues an
+//!   `activated` heartbeat first thing on every reconnect (in the tests it reached the
+//!   controller about 55 ms after the will), which re-opens the base's liveness in the Go
+//!   controller unless its 3-second liveness check falls inside that gap.
 //! - Ours: the first connection is retried like any other (Java aborts start-up).
 //!
 //! Nothing slow runs in the event-loop task: each command runs in its own task through the
@@ -231,7 +237,12 @@ pub async fn run_mqtt<B: RuntimeBackend>(
     cancel: CancellationToken,
 ) -> Result<(), TunnelError> {
     let topics = Topics::new(&base);
-    let (client, eventloop) = AsyncClient::new(cfg.options(&base, &topics.heart), REQUEST_CAPACITY);
+    let (client, mut eventloop) =
+        AsyncClient::new(cfg.options(&base, &topics.heart), REQUEST_CAPACITY);
+    // Small messages that should leave at once (a heartbeat right after a reconnect): no Nagle.
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
     tracing::info!(
         broker = %format!("{}:{}", cfg.host, cfg.port),
         tls = cfg.tls.is_some(),
@@ -337,9 +348,22 @@ impl<B: RuntimeBackend> Driver<B> {
         let first = self.connects == 1;
         tracing::info!(reconnect = !first, "MQTT connected");
         let ctx = Arc::clone(&self.ctx);
-        let kick = Arc::clone(&self.kick);
+        if !first {
+            // A heartbeat at once, ahead of everything else queued: after a broker restart the
+            // controller may just have received this base's will (Mosquitto restores sessions,
+            // wills included), and must see the base activated before its next liveness check.
+            let t = &ctx.topics;
+            let payload = dispatch::heartbeat_payload(&t.base, BizState::Activated, now_ms());
+            if let Err(e) =
+                ctx.client
+                    .try_publish(t.heart.clone(), QoS::AtLeastOnce, false, payload)
+            {
+                tracing::warn!(error = %e, "could not queue the reconnect heartbeat");
+            }
+        }
+        let kick = first.then(|| Arc::clone(&self.kick));
         // Through the request queue, so in order and without blocking the event loop: the
-        // subscriptions, then (first time) queryBaseline, then the heartbeat.
+        // subscriptions, then (first time) queryBaseline and the start of the heartbeat.
         self.tasks.spawn(async move {
             let t = &ctx.topics;
             let filters = vec![
@@ -349,11 +373,11 @@ impl<B: RuntimeBackend> Driver<B> {
             if let Err(e) = ctx.client.subscribe_many(filters).await {
                 tracing::warn!(error = %e, "could not queue the subscriptions");
             }
-            if first {
+            if let Some(kick) = kick {
                 let payload = dispatch::query_baseline_payload(&t.base, now_ms());
                 publish(&ctx, &t.query_baseline, payload).await;
+                kick.notify_one();
             }
-            kick.notify_one();
         });
     }
 
@@ -639,8 +663,9 @@ async fn publish<B>(ctx: &Ctx<B>, topic: &str, payload: Vec<u8>) {
     }
 }
 
-/// Heartbeats: the first after the first connection's `queryBaseline`, then every `period`,
-/// one at once after every reconnect; skipped while disconnected, never stopped by a failure.
+/// Heartbeats: the first after the first connection's `queryBaseline`, then every `period`;
+/// skipped while disconnected (the driver sends one itself on every reconnect), never stopped
+/// by a failure.
 async fn heartbeat_loop(
     client: AsyncClient,
     topic: String,
@@ -661,7 +686,6 @@ async fn heartbeat_loop(
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = ticks.tick() => {}
-            _ = kick.notified() => ticks.reset(),
         }
         if !connected.load(Ordering::SeqCst) {
             tracing::debug!("not connected; heartbeat skipped");
