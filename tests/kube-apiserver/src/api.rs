@@ -509,7 +509,7 @@ fn get(r: &Req<'_>) -> ApiResult<Response> {
     let render = negotiate(r.headers)?;
     let obj = {
         let st = r.app.store.lock();
-        st.objects.get(&r.key(name)).cloned()
+        st.get(&r.key(name))
     };
     let obj = obj.ok_or_else(|| ApiError::not_found(r.target(name)))?;
     let out = match render {
@@ -517,7 +517,7 @@ fn get(r: &Req<'_>) -> ApiResult<Response> {
         Render::Metadata => table::partial_metadata(&obj),
         Render::Table => table::table(
             r.def,
-            std::slice::from_ref(&obj),
+            &[&obj],
             |o| view(r.def, o),
             IncludeObject::parse(r.q.get("includeObject").map(String::as_str)),
             json!({"resourceVersion": obj["metadata"]["resourceVersion"]}),
@@ -637,7 +637,8 @@ async fn list(r: &Req<'_>) -> ApiResult<Response> {
             "Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
         ));
     }
-    let (rv, items, filtered, offset): (u64, Arc<Vec<Value>>, bool, usize) = if !cont.is_empty() {
+    type Items = Arc<Vec<Arc<Value>>>;
+    let (rv, items, filtered, offset): (u64, Items, bool, usize) = if !cont.is_empty() {
         let (id, offset) = decode_continue(cont)?;
         let st = r.app.store.lock();
         match st.snapshots.get(&id) {
@@ -675,21 +676,16 @@ async fn list(r: &Req<'_>) -> ApiResult<Response> {
                 )));
             }
         }
-        let items: Vec<Value> = st
-            .list(r.def.storage, r.ns)
-            .into_iter()
-            .filter(|o| ls.matches(&labels_of(o)) && fs.matches(o))
-            .collect();
+        let items = st.list(r.def.storage, r.ns, |o| {
+            ls.matches(&labels_of(o)) && fs.matches(o)
+        });
         (st.rv, Arc::new(items), !ls.is_empty() || !fs.is_empty(), 0)
     };
     let end = match limit {
         Some(l) => (offset + l).min(items.len()),
         None => items.len(),
     };
-    let page: Vec<Value> = items
-        .get(offset..end)
-        .map(<[Value]>::to_vec)
-        .unwrap_or_default();
+    let page: &[Arc<Value>] = items.get(offset..end).unwrap_or_default();
     let mut meta = json!({"resourceVersion": rv.to_string()});
     if end < items.len() {
         let id = if cont.is_empty() {
@@ -707,28 +703,67 @@ async fn list(r: &Req<'_>) -> ApiResult<Response> {
             meta["remainingItemCount"] = json!(items.len() - end);
         }
     }
-    let out = match render {
-        Render::Object => json!({
-            "kind": r.def.list_kind(),
-            "apiVersion": r.def.api_version(),
-            "metadata": meta,
-            "items": page.iter().map(|o| view(r.def, o)).collect::<Vec<_>>(),
-        }),
-        Render::Metadata => json!({
-            "kind": "PartialObjectMetadataList",
-            "apiVersion": "meta.k8s.io/v1",
-            "metadata": meta,
-            "items": page.iter().map(table::partial_metadata).collect::<Vec<_>>(),
-        }),
-        Render::Table => table::table(
-            r.def,
-            &page,
-            |o| view(r.def, o),
-            IncludeObject::parse(r.q.get("includeObject").map(String::as_str)),
-            meta,
-        ),
+    let body = match render {
+        Render::Object => {
+            let head = json!({"kind": r.def.list_kind(), "apiVersion": r.def.api_version(), "metadata": meta});
+            if r.def.is_events_v1() {
+                write_list(&head, page, |o, out| {
+                    serde_json::to_writer(out, &view(r.def, o))
+                })
+            } else {
+                write_list(&head, page, |o, out| serde_json::to_writer(out, o))
+            }
+        }
+        Render::Metadata => {
+            let head = json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta});
+            write_list(&head, page, |o, out| {
+                serde_json::to_writer(
+                    out,
+                    &json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": &o["metadata"]}),
+                )
+            })
+        }
+        Render::Table => {
+            let objs: Vec<&Value> = page.iter().map(|o| &**o).collect();
+            serde_json::to_vec(&table::table(
+                r.def,
+                &objs,
+                |o| view(r.def, o),
+                IncludeObject::parse(r.q.get("includeObject").map(String::as_str)),
+                meta,
+            ))
+            .unwrap_or_default()
+        }
     };
-    Ok(json_response(StatusCode::OK, &out))
+    Ok((
+        StatusCode::OK,
+        [(http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
+}
+
+/// Serializes a list without copying its items: `head` (kind, apiVersion,
+/// metadata) followed by `"items": [...]`.
+fn write_list(
+    head: &Value,
+    items: &[Arc<Value>],
+    item: impl Fn(&Value, &mut Vec<u8>) -> serde_json::Result<()>,
+) -> Vec<u8> {
+    let mut out = serde_json::to_vec(head).unwrap_or_else(|_| b"{}".to_vec());
+    out.pop(); // the closing brace
+    if out.len() > 1 {
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"items\":[");
+    for (i, o) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = item(o, &mut out);
+    }
+    out.extend_from_slice(b"]}");
+    out
 }
 
 // ---------------------------------------------------------------- watch
@@ -754,7 +789,7 @@ impl WatchSpec {
             Render::Metadata => table::partial_metadata(obj),
             Render::Table => table::table(
                 self.def,
-                std::slice::from_ref(obj),
+                &[obj],
                 |o| view(self.def, o),
                 self.include,
                 json!({"resourceVersion": obj["metadata"]["resourceVersion"]}),
@@ -763,9 +798,16 @@ impl WatchSpec {
     }
 
     fn line(&self, etype: &str, obj: &Value) -> Bytes {
-        let mut v = serde_json::to_vec(&json!({"type": etype, "object": self.render_obj(obj)}))
-            .unwrap_or_default();
-        v.push(b'\n');
+        let mut v = format!("{{\"type\":\"{etype}\",\"object\":").into_bytes();
+        let res = if self.render == Render::Object && !self.def.is_events_v1() {
+            serde_json::to_writer(&mut v, obj)
+        } else {
+            serde_json::to_writer(&mut v, &self.render_obj(obj))
+        };
+        if res.is_err() {
+            v.extend_from_slice(b"null");
+        }
+        v.extend_from_slice(b"}\n");
         Bytes::from(v)
     }
 
@@ -871,10 +913,8 @@ async fn watch(r: &Req<'_>) -> ApiResult<Response> {
             None => explicit_rv.is_none(),
         };
         if initial {
-            for o in st.list(r.def.storage, r.ns) {
-                if spec.passes(&o) {
-                    prelude.push(spec.line("ADDED", &o));
-                }
+            for o in st.list(r.def.storage, r.ns, |o| spec.passes(o)) {
+                prelude.push(spec.line("ADDED", &o));
             }
             start_rv = st.rv;
             if send_initial == Some(true) {
@@ -947,7 +987,7 @@ async fn watch(r: &Req<'_>) -> ApiResult<Response> {
                                 if ev.etype == EventType::Deleted {
                                     Some(spec.line("DELETED", &ev.object))
                                 } else {
-                                    let mut o = ev.prev.clone().unwrap_or_default();
+                                    let mut o = ev.prev.as_deref().cloned().unwrap_or_default();
                                     o["metadata"]["resourceVersion"] = json!(ev.rv.to_string());
                                     Some(spec.line("DELETED", &o))
                                 }
@@ -1066,10 +1106,7 @@ fn is_terminating(ns_obj: &Value) -> bool {
 }
 
 fn ensure_namespace(st: &State, def: &'static ResourceDef, ns: &str, name: &str) -> ApiResult<()> {
-    match st
-        .objects
-        .get(&(Storage::Namespaces, String::new(), ns.to_string()))
-    {
+    match st.get_ref(&(Storage::Namespaces, String::new(), ns.to_string())) {
         None => Err(ApiError::not_found(target_static(ns_def(), ns))),
         Some(n) if is_terminating(n) => {
             let mut e = ApiError::forbidden(
@@ -1159,7 +1196,7 @@ fn do_create(
         ns.filter(|_| def.namespaced).unwrap_or("").to_string(),
         name.clone(),
     );
-    if st.objects.contains_key(&key) {
+    if st.contains(&key) {
         let mut e = ApiError::already_exists(target_of(def, &name));
         if generated {
             e.message
@@ -1301,8 +1338,9 @@ fn finish_update(
         .unwrap_or(0)
         == 0;
     if no_finalizers && deleting && no_grace {
-        st.objects.insert(key.clone(), new);
-        let gone = st.remove(key).expect("just inserted");
+        // Deleted instead of updated: the DELETED event carries the last
+        // stored state, as etcd's delete does.
+        let gone = st.remove(key).expect("exists");
         after_delete(st, key);
         return Ok(gone);
     }
@@ -1360,7 +1398,7 @@ fn update(r: &Req<'_>) -> ApiResult<Response> {
     let key = r.key(name);
     let (out, created) = {
         let mut st = r.app.store.lock();
-        match st.objects.get(&key).cloned() {
+        match st.get(&key) {
             None => {
                 if r.def.create_on_update && r.sub == Sub::Main {
                     let mut obj = obj;
@@ -1424,9 +1462,7 @@ fn patch_object(r: &Req<'_>) -> ApiResult<Response> {
     let (out, warnings) = {
         let mut st = r.app.store.lock();
         let old = st
-            .objects
             .get(&key)
-            .cloned()
             .ok_or_else(|| ApiError::not_found(r.target(name)))?;
         let base = view(r.def, &old);
         let patched = match ptype {
@@ -1552,7 +1588,7 @@ fn apply_patch(r: &Req<'_>, name: &str) -> ApiResult<Response> {
     let key = r.key(name);
     let (out, created) = {
         let mut st = r.app.store.lock();
-        match st.objects.get(&key).cloned() {
+        match st.get(&key) {
             None => {
                 if r.sub != Sub::Main {
                     return Err(ApiError::not_found(r.target(name)));
@@ -1722,9 +1758,7 @@ fn do_delete(
 ) -> ApiResult<Deletion> {
     let name = key.2.as_str();
     let old = st
-        .objects
         .get(key)
-        .cloned()
         .ok_or_else(|| ApiError::not_found(target_of(def, name)))?;
     if let Some(uid) = &o.uid
         && uid != meta_str(&old, "uid")
@@ -1872,12 +1906,7 @@ fn delete_namespace(
         return Ok(Deletion::Pending(new));
     }
     let marked = st.put(key.clone(), new);
-    let content: Vec<Key> = st
-        .objects
-        .keys()
-        .filter(|(s, n, _)| *s != Storage::Namespaces && *s != Storage::Nodes && *n == name)
-        .cloned()
-        .collect();
+    let content: Vec<Key> = st.keys_in_namespace(&name);
     for k in content {
         let def = def_of_storage(k.0);
         let _ = do_delete(
@@ -1892,8 +1921,8 @@ fn delete_namespace(
         );
     }
     finalize_namespace_if_empty(st, &name);
-    match st.objects.get(key) {
-        Some(v) => Ok(Deletion::Pending(v.clone())),
+    match st.get(key) {
+        Some(v) => Ok(Deletion::Pending(v)),
         None => {
             let mut gone = marked;
             gone["metadata"]["resourceVersion"] = json!(st.rv.to_string());
@@ -1905,7 +1934,7 @@ fn delete_namespace(
 
 fn finalize_namespace_if_empty(st: &mut State, ns: &str) {
     let key: Key = (Storage::Namespaces, String::new(), ns.to_string());
-    let Some(obj) = st.objects.get(&key).cloned() else {
+    let Some(obj) = st.get(&key) else {
         return;
     };
     if !is_terminating(&obj) || st.namespace_has_content(ns) {
@@ -1922,7 +1951,8 @@ fn finalize_namespace_if_empty(st: &mut State, ns: &str) {
         .as_array()
         .is_none_or(|a| a.is_empty());
     if spec_empty && meta_empty {
-        st.objects.insert(key.clone(), new);
+        // the namespace controller finalizes, then the delete completes
+        st.put(key.clone(), new);
         st.remove(&key);
     } else if new != obj {
         st.put(key, new);
@@ -1981,9 +2011,10 @@ fn delete_collection(r: &Req<'_>) -> ApiResult<Response> {
     let (items, rv) = {
         let mut st = r.app.store.lock();
         let keys: Vec<Key> = st
-            .list(r.def.storage, r.ns)
+            .list(r.def.storage, r.ns, |obj| {
+                ls.matches(&labels_of(obj)) && fs.matches(obj)
+            })
             .iter()
-            .filter(|obj| ls.matches(&labels_of(obj)) && fs.matches(obj))
             .map(|obj| {
                 (
                     r.def.storage,
@@ -2050,9 +2081,7 @@ fn binding(
     {
         let mut st = app.store.lock();
         let old = st
-            .objects
             .get(&key)
-            .cloned()
             .ok_or_else(|| ApiError::not_found(target_static(def, name)))?;
         let current = meta_str(&old, "name");
         let assigned = old["spec"]["nodeName"].as_str().unwrap_or("");

@@ -298,7 +298,11 @@ pub fn record_update(
     let mut entries = match old {
         Some(o) => {
             // the client may replace managedFields explicitly
-            if new["metadata"]["managedFields"].is_array() {
+            // (an empty list keeps them; `[{}]` resets them, as upstream)
+            if new["metadata"]["managedFields"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+            {
                 read_entries(new)
             } else {
                 read_entries(o)

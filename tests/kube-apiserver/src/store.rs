@@ -46,9 +46,9 @@ pub struct Event {
     pub etype: EventType,
     /// The object after the change (for DELETED: the last state, with the
     /// deletion's resourceVersion).
-    pub object: Value,
+    pub object: Arc<Value>,
     /// The object before the change.
-    pub prev: Option<Value>,
+    pub prev: Option<Arc<Value>>,
 }
 
 /// A list snapshot held for `continue` tokens.
@@ -57,7 +57,7 @@ pub struct Snapshot {
     /// resourceVersion of the list.
     pub rv: u64,
     /// Remaining items (already filtered).
-    pub items: Arc<Vec<Value>>,
+    pub items: Arc<Vec<Arc<Value>>>,
     /// Whether selectors were used (remainingItemCount is then omitted).
     pub filtered: bool,
 }
@@ -67,8 +67,8 @@ pub struct Snapshot {
 pub struct State {
     /// The current (latest) resourceVersion.
     pub rv: u64,
-    /// Objects.
-    pub objects: BTreeMap<Key, Value>,
+    /// Objects (shared with the history and list snapshots).
+    objects: BTreeMap<Key, Arc<Value>>,
     history: VecDeque<Arc<Event>>,
     history_cap: usize,
     /// Events at or below this resourceVersion are no longer available.
@@ -156,12 +156,37 @@ impl State {
         }
     }
 
+    /// The object at `key` (a copy).
+    pub fn get(&self, key: &Key) -> Option<Value> {
+        self.objects.get(key).map(|v| (**v).clone())
+    }
+
+    /// The object at `key`, shared.
+    pub fn get_ref(&self, key: &Key) -> Option<&Value> {
+        self.objects.get(key).map(|v| &**v)
+    }
+
+    /// Whether `key` exists.
+    pub fn contains(&self, key: &Key) -> bool {
+        self.objects.contains_key(key)
+    }
+
+    /// Keys of the namespaced objects in `ns`.
+    pub fn keys_in_namespace(&self, ns: &str) -> Vec<Key> {
+        self.objects
+            .keys()
+            .filter(|(s, n, _)| *s != Storage::Namespaces && *s != Storage::Nodes && n == ns)
+            .cloned()
+            .collect()
+    }
+
     /// Stores `obj` (creating or replacing), assigning the next
     /// resourceVersion. Returns the stored object.
     pub fn put(&mut self, key: Key, mut obj: Value) -> Value {
         let rv = self.next_rv();
         obj["metadata"]["resourceVersion"] = Value::String(rv.to_string());
-        let prev = self.objects.insert(key.clone(), obj.clone());
+        let stored = Arc::new(obj.clone());
+        let prev = self.objects.insert(key.clone(), stored.clone());
         let etype = if prev.is_some() {
             EventType::Modified
         } else {
@@ -172,7 +197,7 @@ impl State {
             storage: key.0,
             namespace: key.1,
             etype,
-            object: obj.clone(),
+            object: stored,
             prev,
         });
         obj
@@ -183,14 +208,14 @@ impl State {
     pub fn remove(&mut self, key: &Key) -> Option<Value> {
         let prev = self.objects.remove(key)?;
         let rv = self.next_rv();
-        let mut obj = prev.clone();
+        let mut obj = (*prev).clone();
         obj["metadata"]["resourceVersion"] = Value::String(rv.to_string());
         self.record(Event {
             rv,
             storage: key.0,
             namespace: key.1.clone(),
             etype: EventType::Deleted,
-            object: obj.clone(),
+            object: Arc::new(obj.clone()),
             prev: Some(prev),
         });
         Some(obj)
@@ -208,14 +233,21 @@ impl State {
         Ok(self.history.iter().skip(start).cloned().collect())
     }
 
-    /// Objects of a storage (optionally in one namespace), in key order.
-    pub fn list(&self, storage: Storage, namespace: Option<&str>) -> Vec<Value> {
+    /// Objects of a storage (optionally in one namespace) that pass
+    /// `keep`, in key order, shared.
+    pub fn list(
+        &self,
+        storage: Storage,
+        namespace: Option<&str>,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Vec<Arc<Value>> {
         match namespace {
             Some(ns) => {
                 let lo = (storage, ns.to_string(), String::new());
                 self.objects
                     .range(lo..)
                     .take_while(|((s, n, _), _)| *s == storage && n == ns)
+                    .filter(|(_, v)| keep(v))
                     .map(|(_, v)| v.clone())
                     .collect()
             }
@@ -224,6 +256,7 @@ impl State {
                 self.objects
                     .range(lo..)
                     .take_while(|((s, _, _), _)| *s == storage)
+                    .filter(|(_, v)| keep(v))
                     .map(|(_, v)| v.clone())
                     .collect()
             }

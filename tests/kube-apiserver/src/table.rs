@@ -855,7 +855,7 @@ fn cells(def: &ResourceDef, o: &Value) -> Vec<Value> {
 /// in the requested API version.
 pub fn table(
     def: &ResourceDef,
-    objs: &[Value],
+    objs: &[&Value],
     view: impl Fn(&Value) -> Value,
     include: IncludeObject,
     list_meta: Value,
