@@ -386,15 +386,14 @@ impl<B: RuntimeBackend> Driver<B> {
         let t = &self.ctx.tuning;
         if self.connected.swap(false, Ordering::SeqCst) {
             tracing::warn!(error = %e, "MQTT connection lost; reconnecting");
-        } else if self.failures == 0 {
-            tracing::warn!(error = %e, "cannot connect to the MQTT broker; retrying");
+        } else if self.failures.is_multiple_of(30) {
+            // The first failure, then about every five minutes at the longest delay: a
+            // persistent problem (wrong credentials, untrusted certificate) stays visible.
+            tracing::warn!(error = %e, attempts = self.failures + 1, "cannot connect to the MQTT broker; retrying");
         } else {
             tracing::debug!(error = %e, attempt = self.failures + 1, "MQTT connect attempt failed");
         }
-        let delay = t
-            .reconnect_min
-            .saturating_mul(1u32 << self.failures.min(16))
-            .min(t.reconnect_max);
+        let delay = reconnect_delay(t.reconnect_min, t.reconnect_max, self.failures);
         self.failures = self.failures.saturating_add(1);
         delay
     }
@@ -568,6 +567,12 @@ impl<B: RuntimeBackend> Driver<B> {
     }
 }
 
+/// Delay before the next connection attempt after `failures` failed ones in a row: `min`
+/// doubling up to `max`.
+pub fn reconnect_delay(min: Duration, max: Duration, failures: u32) -> Duration {
+    min.saturating_mul(1u32 << failures.min(16)).min(max)
+}
+
 fn reap(done: Result<(), tokio::task::JoinError>) {
     if let Err(e) = done
         && e.is_panic()
@@ -705,5 +710,61 @@ async fn heartbeat_loop(
             }
             Err(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_backoff_doubles_up_to_the_cap() {
+        let (min, max) = (Duration::from_millis(250), Duration::from_secs(10));
+        let got: Vec<u64> = [0, 1, 2, 3, 4, 5, 6, 40, u32::MAX]
+            .into_iter()
+            .map(|f| reconnect_delay(min, max, f).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            got,
+            [250, 500, 1000, 2000, 4000, 8000, 10_000, 10_000, 10_000]
+        );
+    }
+
+    #[test]
+    fn client_id_and_tls_debug() {
+        let base = BaseInfo {
+            identity: "10.0.0.5".parse().unwrap(),
+            env: "dev".parse().unwrap(),
+            metadata: Default::default(),
+            local_ip: "10.0.0.5".into(),
+            host_name: "h".into(),
+            http_port: 0,
+        };
+        let s = MqttSettings {
+            host: "b".into(),
+            port: 1883,
+            username: Some("u".into()),
+            password: Some(Secret::new("hunter2")),
+            client_prefix: "koupleless".into(),
+            tls: Some(MqttTls {
+                ca: b"-----BEGIN CERTIFICATE-----".to_vec(),
+                client: Some((b"crt".to_vec(), Secret::new("KEY"))),
+            }),
+            keep_alive: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(10),
+            tuning: MqttTuning::default(),
+        };
+        assert_eq!(s.client_id(&base), "koupleless@@@10.0.0.5");
+        let dbg = format!("{s:?}");
+        assert!(
+            !dbg.contains("hunter2") && !dbg.contains("KEY") && !dbg.contains("BEGIN"),
+            "{dbg}"
+        );
+        let o = s.options(&base, "koupleless_dev/10.0.0.5/base/heart");
+        assert_eq!(o.client_id(), "koupleless@@@10.0.0.5");
+        assert!(o.clean_session());
+        let will = o.last_will().expect("a last will");
+        assert_eq!(will.topic, "koupleless_dev/10.0.0.5/base/heart");
+        assert!(!will.retain);
     }
 }
