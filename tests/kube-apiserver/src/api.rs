@@ -880,7 +880,12 @@ async fn watch(r: &Req<'_>) -> ApiResult<Response> {
             let n: u64 = t
                 .parse()
                 .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?;
-            Duration::from_secs(n)
+            // 0 means "the server's default", as upstream
+            if n == 0 {
+                r.app.settings.default_watch_timeout
+            } else {
+                Duration::from_secs(n)
+            }
         }
         _ => r.app.settings.default_watch_timeout,
     };
@@ -1322,7 +1327,7 @@ fn finish_update(
             &w.now,
         );
     }
-    if new == *old {
+    if same_but_timestamps(&new, old) {
         // Nothing changed: no write, no new resourceVersion, no event.
         return Ok(old.clone());
     }
@@ -1345,6 +1350,26 @@ fn finish_update(
         return Ok(gone);
     }
     Ok(st.put(key.clone(), new))
+}
+
+/// Equal once managedFields timestamps are ignored (a re-apply of the same
+/// configuration is not a write upstream either).
+fn same_but_timestamps(a: &Value, b: &Value) -> bool {
+    if a == b {
+        return true;
+    }
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(list) = v["metadata"]["managedFields"].as_array_mut() {
+            for e in list {
+                if let Some(m) = e.as_object_mut() {
+                    m.remove("time");
+                }
+            }
+        }
+        v
+    };
+    strip(a) == strip(b)
 }
 
 fn check_body_name(obj: &mut Value, name: &str) -> ApiResult<()> {

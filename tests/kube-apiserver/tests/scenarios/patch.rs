@@ -374,6 +374,16 @@ pub async fn server_side_apply_ownership(ctx: Ctx) {
         .unwrap();
     assert_eq!(d.spec.as_ref().unwrap().replicas, Some(2));
     assert!(managers(&d).contains(&("manager-a".into(), "Apply".into())));
+    // re-applying the same configuration is not a write
+    let again = deps
+        .patch(
+            "ssa",
+            &PatchParams::apply("manager-a"),
+            &Patch::Apply(cfg(Some(2), Some("x"))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.metadata.resource_version, d.metadata.resource_version);
     let mf = d
         .metadata
         .managed_fields
