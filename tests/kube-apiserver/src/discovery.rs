@@ -1,4 +1,4 @@
-//! Discovery documents (/api, /api/v1, /apis, /apis/<group>[/<version>],
+//! Discovery documents (`/api`, `/api/v1`, `/apis`, `/apis/<group>[/<version>]`,
 //! /version) and the OpenAPI v3 documents kubectl consults.
 //!
 //! The OpenAPI v3 documents are deliberately minimal: one path per resource

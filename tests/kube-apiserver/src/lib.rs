@@ -36,7 +36,10 @@
 //! - Output: JSON objects, `Table` (`Accept: application/json;as=Table;
 //!   g=meta.k8s.io;v=v1`, with the real column sets, so `kubectl get` prints
 //!   real columns), and `PartialObjectMetadata[List]` (kube-rs metadata
-//!   API). Protobuf and YAML responses are refused with 406.
+//!   API). Responses are JSON; a request that accepts only protobuf or
+//!   YAML gets 406, and a protobuf request body 415.
+//! - Every request is logged with `tracing` at debug level (method, URI,
+//!   status, and the reason of a refusal).
 //!
 //! # Semantics
 //!
@@ -162,10 +165,13 @@
 //! The scenarios in `tests/` are functions that take a `kube::Client` (and,
 //! for kubectl, a kubeconfig path), so they run against either server. By
 //! default they run against this one. With `KOUPLELESS_REAL_CLUSTER=1` they
-//! run against the cluster `KUBECONFIG` points at instead (each in its own
-//! namespace, cleaned up afterwards; a few that need to provoke compaction
-//! are skipped there with a message). Without that variable nothing touches
-//! a real cluster.
+//! run against the cluster `KUBECONFIG` points at instead, each in its own
+//! namespace that is deleted afterwards (`watch_send_initial_events` skips
+//! with a message when the cluster does not serve streaming lists). The
+//! tests in the `local` module exercise this server's own knobs (history
+//! size, bookmark interval, shutdown, refusals) and always run against it.
+//! Without that variable nothing touches a real cluster, and the
+//! `real_cluster_mode` test prints that the comparison was skipped.
 //!
 //! ```text
 //! KOUPLELESS_REAL_CLUSTER=1 KUBECONFIG=~/.kube/config \
