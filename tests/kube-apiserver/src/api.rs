@@ -706,12 +706,15 @@ async fn list(r: &Req<'_>) -> ApiResult<Response> {
     let body = match render {
         Render::Object => {
             let head = json!({"kind": r.def.list_kind(), "apiVersion": r.def.api_version(), "metadata": meta});
+            // Items of a typed list carry no apiVersion/kind, as upstream.
             if r.def.is_events_v1() {
                 write_list(&head, page, |o, out| {
-                    serde_json::to_writer(out, &view(r.def, o))
+                    serde_json::to_writer(out, &WithoutTypeMeta(&view(r.def, o)))
                 })
             } else {
-                write_list(&head, page, |o, out| serde_json::to_writer(out, o))
+                write_list(&head, page, |o, out| {
+                    serde_json::to_writer(out, &WithoutTypeMeta(o))
+                })
             }
         }
         Render::Metadata => {
@@ -741,6 +744,27 @@ async fn list(r: &Req<'_>) -> ApiResult<Response> {
         body,
     )
         .into_response())
+}
+
+/// An object serialized without `apiVersion` and `kind`.
+struct WithoutTypeMeta<'a>(&'a Value);
+
+impl serde::Serialize for WithoutTypeMeta<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self.0 {
+            Value::Object(m) => {
+                let mut map = ser.serialize_map(None)?;
+                for (k, v) in m {
+                    if k != "apiVersion" && k != "kind" {
+                        map.serialize_entry(k, v)?;
+                    }
+                }
+                map.end()
+            }
+            other => other.serialize(ser),
+        }
+    }
 }
 
 /// Serializes a list without copying its items: `head` (kind, apiVersion,
@@ -2051,7 +2075,14 @@ fn delete_collection(r: &Req<'_>) -> ApiResult<Response> {
         let mut out = Vec::new();
         for k in keys {
             match do_delete(&mut st, r.def, &k, &o, &now) {
-                Ok(Deletion::Gone(v)) | Ok(Deletion::Pending(v)) => out.push(view(r.def, &v)),
+                Ok(Deletion::Gone(v)) | Ok(Deletion::Pending(v)) => {
+                    let mut v = view(r.def, &v);
+                    if let Some(m) = v.as_object_mut() {
+                        m.remove("apiVersion");
+                        m.remove("kind");
+                    }
+                    out.push(v)
+                }
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),
             }
