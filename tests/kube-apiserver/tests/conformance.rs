@@ -319,6 +319,54 @@ mod local {
     }
 
     #[tokio::test]
+    async fn binary_serves_until_interrupted() {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let kc = dir.path().join("kubeconfig");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_koupleless-kube-apiserver"))
+            .args(["--port", "0", "--kubeconfig"])
+            .arg(&kc)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("listening on http://127.0.0.1:"), "{line}");
+        let cfg = kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&kc).unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+        let client = kube::Client::try_from(cfg).unwrap();
+        let pods: Api<Pod> = Api::namespaced(client, "default");
+        pods.create(&PostParams::default(), &pod("bin", json!({}), None))
+            .await
+            .unwrap();
+        // Ctrl-C: a graceful exit
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let began = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                assert!(st.success(), "{st:?}");
+                break;
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "the server did not exit"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
     async fn kubeconfig_and_binary_helpers() {
         let (_client, server) = koupleless_kube_apiserver::start().await.unwrap();
         let dir = tempfile::tempdir().unwrap();

@@ -76,6 +76,9 @@ pub async fn get_and_describe(ctx: Ctx) {
             d.contains("assigned by the test"),
             "describe shows the pod's events: {d}"
         );
+        let nd = kubectl(&c, &["describe", "node", &node]);
+        // the node does not exist: describe says so
+        assert!(!nd.status.success());
         let ev = kubectl_ok(&c, &["get", "events"]);
         assert!(ev.contains("Scheduled") && ev.contains("pod/kc"), "{ev}");
         let missing = kubectl(&c, &["get", "pod", "missing"]);
