@@ -191,6 +191,7 @@ async fn adopt(engine: &Engine<AnyBackend>) {
 
 /// Starts the agent: every task is spawned on its tracker and stops on [`Agent::shutdown`].
 pub async fn start(cfg: Config) -> Result<Agent, StartError> {
+    crate::install_crypto_provider();
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     let identity = cfg.identity();

@@ -161,6 +161,7 @@ impl MqttSettings {
             );
         }
         if let Some(tls) = &self.tls {
+            crate::install_crypto_provider();
             o.set_transport(rumqttc::Transport::tls_with_config(
                 TlsConfiguration::Simple {
                     ca: tls.ca.clone(),
