@@ -251,6 +251,14 @@ pub async fn start() -> Result<(kube::Client, ApiServerHandle), Error> {
     start_with(Config::default()).await
 }
 
+/// Makes ring the process-wide rustls provider. kube-client builds its TLS configuration from
+/// the process default, which is ambiguous (a panic at client construction) when a build links
+/// both ring and aws-lc-rs, as a workspace build with the agent does. Safe to call more than
+/// once; call it before building any `kube::Client` yourself.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Starts a server with `config`.
 pub async fn start_with(config: Config) -> Result<(kube::Client, ApiServerHandle), Error> {
     let handle = serve(config).await?;
@@ -340,6 +348,7 @@ impl ApiServerHandle {
             .base_url()
             .parse()
             .map_err(|e| Error::Url(format!("{e}")))?;
+        install_crypto_provider();
         let mut cfg = kube::Config::new(uri);
         cfg.default_namespace = "default".into();
         cfg.read_timeout = None;

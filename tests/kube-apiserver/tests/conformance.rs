@@ -341,6 +341,7 @@ mod local {
         )
         .await
         .unwrap();
+        koupleless_kube_apiserver::install_crypto_provider();
         let client = kube::Client::try_from(cfg).unwrap();
         let pods: Api<Pod> = Api::namespaced(client, "default");
         pods.create(&PostParams::default(), &pod("bin", json!({}), None))
@@ -377,6 +378,7 @@ mod local {
         let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
             .unwrap();
+        koupleless_kube_apiserver::install_crypto_provider();
         let client = kube::Client::try_from(cfg).unwrap();
         let v = client.apiserver_version().await.unwrap();
         assert_eq!(v.major, "1");

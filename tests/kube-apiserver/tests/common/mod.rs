@@ -56,6 +56,7 @@ where
         format!("kk-{base}-{suffix}")
     };
     let (client, kubeconfig, server, _tmp) = if real_cluster() {
+        koupleless_kube_apiserver::install_crypto_provider();
         let client = kube::Client::try_default()
             .await
             .expect("KUBECONFIG must point at a reachable cluster");
