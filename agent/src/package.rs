@@ -585,7 +585,8 @@ impl PackageStore {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and all its sources, `: `-separated (reqwest hides the useful part in sources).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

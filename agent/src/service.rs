@@ -507,16 +507,8 @@ impl<B: RuntimeBackend> CommandService<B> {
     }
 
     async fn uninstall_one(&self, key: &BizKey) -> Outcome {
-        let failed = |code: ArkResultCode, message: String, ec: ErrorCode| Outcome::Failed {
-            message: "uninstall biz not success!".into(),
-            data: Some(Data::Client(ClientResponse {
-                biz_infos: None,
-                code,
-                elapsed_space: None,
-                message,
-            })),
-            code: ec,
-        };
+        let failed =
+            |code, message, ec| client_failed("uninstall biz not success!", code, message, ec);
         match self.engine.uninstall(key).await {
             UninstallOutcome::Removed => Outcome::Success(Data::Client(ClientResponse {
                 biz_infos: None,
@@ -542,16 +534,8 @@ impl<B: RuntimeBackend> CommandService<B> {
     }
 
     async fn switch_one(&self, key: &BizKey) -> Outcome {
-        let failed = |code: ArkResultCode, message: String, ec: ErrorCode| Outcome::Failed {
-            message: "switch biz not success!".into(),
-            data: Some(Data::Client(ClientResponse {
-                biz_infos: None,
-                code,
-                elapsed_space: None,
-                message,
-            })),
-            code: ec,
-        };
+        let failed =
+            |code, message, ec| client_failed("switch biz not success!", code, message, ec);
         match self.engine.switch(key).await {
             SwitchOutcome::Activated => Outcome::Success(Data::Client(ClientResponse {
                 biz_infos: None,
@@ -714,6 +698,26 @@ impl<B: RuntimeBackend> CommandService<B> {
             }
             other => item_failure(&key.name, &key.version, &format!("{other:?}")),
         }
+    }
+}
+
+/// `FAILED` with a sofa-ark `ClientResponse` as data (`{code, message}`), as uninstall and switch
+/// report their refusals.
+fn client_failed(
+    envelope_message: &str,
+    code: ArkResultCode,
+    message: String,
+    error_code: ErrorCode,
+) -> Outcome {
+    Outcome::Failed {
+        message: envelope_message.into(),
+        data: Some(Data::Client(ClientResponse {
+            biz_infos: None,
+            code,
+            elapsed_space: None,
+            message,
+        })),
+        code: error_code,
     }
 }
 

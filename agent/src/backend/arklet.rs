@@ -396,7 +396,7 @@ impl Inner {
                 }),
                 Err(e) => Err(BackendError::Unavailable(format!(
                     "inner Arklet {url} unreachable: {}",
-                    error_chain(&e)
+                    crate::package::error_chain(&e)
                 ))),
             }
         })
@@ -685,17 +685,6 @@ impl Inner {
             }
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 impl RuntimeBackend for ArkletBackend {
