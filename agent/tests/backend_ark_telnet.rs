@@ -937,3 +937,27 @@ async fn batch_strategy_and_manifest_identity() {
     h.shutdown().await;
     peer.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_the_base_chose_wins_over_the_agent_policy() {
+    // The agent is told every version serves; the base (SOFAArk default) keeps a second
+    // version deactivated. The agent reports what the base did, not what it would have done.
+    let peer = ArkTelnetPeer::start(PeerConfig::default()).await;
+    let mut h = start(&peer, &[("--activation", "all-active")]).await;
+    assert_eq!(h.install("biz-a", "1.0.0").await["code"], "SUCCESS");
+    let v = h.install("biz-a", "2.0.0").await;
+    assert_eq!(v["code"], "SUCCESS", "{v}");
+    assert_eq!(
+        peer.state_of("biz-a", "2.0.0").as_deref(),
+        Some("deactivated")
+    );
+    assert_eq!(v["data"]["bizInfos"][0]["bizState"], "deactivated", "{v}");
+    assert_eq!(
+        h.list().await,
+        [
+            t("biz-a", "2.0.0", "deactivated"),
+            t("biz-a", "1.0.0", "activated")
+        ]
+    );
+    h.shutdown().await;
+}

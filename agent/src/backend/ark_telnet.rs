@@ -280,11 +280,14 @@ fn unavailable(e: impl std::fmt::Display) -> BackendError {
     BackendError::Unavailable(e.to_string())
 }
 
-fn started(req: &StartRequest) -> Started {
+/// What the base ended up with: `active` is the state `biz -a` showed (the base applies its own
+/// activation policy), so the engine records what really happened.
+fn started(req: &StartRequest, active: bool) -> Started {
     Started {
         work_dir: None,
         class_path: Vec::new(),
         main_class: req.package.main_class.clone(),
+        active: Some(active),
     }
 }
 
@@ -481,7 +484,7 @@ impl Inner {
                 InstallPre::AlreadyThere { active } => {
                     tracing::warn!(biz = %key, active, "module already runs in the base (installed by another client); adopting it instead of installing the package again");
                     self.adopt(&key);
-                    return Ok(started(req));
+                    return Ok(started(req, active));
                 }
                 InstallPre::AlreadyStarting => {
                     tracing::warn!(biz = %key, "module is already starting in the base; waiting for it");
@@ -541,7 +544,7 @@ impl Inner {
                 Verdict::Done { active } => {
                     tracing::info!(biz = %key, active, "module started in the base");
                     self.adopt(&key);
-                    return Ok(started(req));
+                    return Ok(started(req, active));
                 }
                 Verdict::Failed { message, leftover } => {
                     if leftover {

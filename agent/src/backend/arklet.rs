@@ -505,6 +505,7 @@ impl Inner {
                 work_dir: work_dir.map(PathBuf::from),
                 class_path,
                 main_class: main_class.unwrap_or_else(|| req.package.main_class.clone()),
+                active: None,
             },
             InstallReply::AlreadyThere => {
                 let listed = self.list().await?;
@@ -513,12 +514,13 @@ impl Inner {
                     .find(|l| l.key == key)
                     .map(|l| (l.state, l.main_class.clone()))
                 {
-                    Some((BizState::Activated | BizState::Deactivated, main)) => {
+                    Some((state @ (BizState::Activated | BizState::Deactivated), main)) => {
                         tracing::warn!(biz = %key, "module already runs in the base (installed by another client); adopting it instead of installing the package again");
                         Started {
                             work_dir: None,
                             class_path: Vec::new(),
                             main_class: main.unwrap_or_else(|| req.package.main_class.clone()),
+                            active: Some(state == BizState::Activated),
                         }
                     }
                     Some((state, _)) => {

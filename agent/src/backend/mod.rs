@@ -58,6 +58,10 @@ pub struct Started {
     pub class_path: Vec<String>,
     /// Main class actually used.
     pub main_class: String,
+    /// Whether the runtime made this version the serving one, when the runtime decides that
+    /// itself (a SOFAArk base applies its own activation policy). `None` lets the engine apply
+    /// its configured policy (`--activation`).
+    pub active: Option<bool>,
 }
 
 /// Something that happened to a module after it started, reported by the backend.

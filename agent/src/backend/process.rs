@@ -920,6 +920,7 @@ impl Inner {
             work_dir: Some(dir),
             class_path: class_path_urls,
             main_class,
+            active: None,
         })
     }
 

@@ -73,6 +73,21 @@ pub fn on_started(
     }
 }
 
+/// Transitions after `new` started in a runtime that chose its state itself (`observed`: it is
+/// the serving version or not). The other versions are left as they are: the runtime reports
+/// their changes through its own listing.
+pub fn on_started_observed(new: &BizKey, observed: bool, now: i64) -> Vec<Transition> {
+    let (state, message) = if observed {
+        (BizState::Activated, String::new())
+    } else {
+        (BizState::Deactivated, "start but is deactivated".to_owned())
+    };
+    vec![Transition {
+        key: new.clone(),
+        record: rec(state, StateChangeReason::Started, message, now),
+    }]
+}
+
 /// Why `switchBiz` cannot proceed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SwitchRefused {
@@ -180,6 +195,21 @@ mod tests {
                 .collect();
             assert_eq!(got, want, "{active:?} {policy:?}");
         }
+    }
+
+    #[test]
+    fn observed_state_wins_over_the_policy() {
+        let on = on_started_observed(&k("2"), true, 5);
+        assert_eq!(
+            (on[0].record.state, on[0].record.message.as_str()),
+            (BizState::Activated, "")
+        );
+        let off = on_started_observed(&k("2"), false, 5);
+        assert_eq!(
+            (off[0].record.state, off[0].record.message.as_str()),
+            (BizState::Deactivated, "start but is deactivated")
+        );
+        assert_eq!(off.len(), 1);
     }
 
     #[test]

@@ -468,13 +468,18 @@ impl<B: RuntimeBackend> Engine<B> {
             Ok(started) => {
                 let model = {
                     let mut st = self.state();
-                    let active = Self::active_of(&st, &key.name, &key);
-                    let t = activation::on_started(
-                        &key,
-                        active.as_ref(),
-                        self.shared.cfg.activation,
-                        now_ms(),
-                    );
+                    let t = match started.active {
+                        Some(observed) => activation::on_started_observed(&key, observed, now_ms()),
+                        None => {
+                            let active = Self::active_of(&st, &key.name, &key);
+                            activation::on_started(
+                                &key,
+                                active.as_ref(),
+                                self.shared.cfg.activation,
+                                now_ms(),
+                            )
+                        }
+                    };
                     if let Some(m) = st.modules.get_mut(&key) {
                         m.main_class = Some(started.main_class.clone());
                         m.started = Some(started);
