@@ -84,6 +84,63 @@ async fn open_loop(
     (lat, errors)
 }
 
+/// Open loop with a lean client: `conns` keep-alive connections on plain threads, each sending
+/// a pre-built request on its own fixed schedule (together `rate` per second) and reading the
+/// reply by its `Content-Length`. Costs a fraction of the reqwest client's CPU, so the numbers
+/// are the agent's, not the load generator's. Latency counts from the scheduled send time.
+fn lean_open_loop(port: u16, cmd: &str, rate: u64, secs: u64, conns: u64) -> Vec<Duration> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let request = format!(
+        "POST /{cmd} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+    );
+    let per_conn = rate / conns;
+    let interval = Duration::from_nanos(1_000_000_000 / per_conn);
+    let start = Instant::now() + Duration::from_millis(50);
+    let threads: Vec<_> = (0..conns)
+        .map(|c| {
+            let request = request.clone();
+            std::thread::spawn(move || {
+                let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                stream.set_nodelay(true).unwrap();
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                // Stagger the connections so the sends are spread evenly.
+                let offset = interval / conns as u32 * c as u32;
+                let mut lat = Vec::with_capacity((per_conn * secs) as usize);
+                for i in 0..per_conn * secs {
+                    let at = start + offset + interval * i as u32;
+                    if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    writer.write_all(request.as_bytes()).unwrap();
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        reader.read_line(&mut line).unwrap();
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    reader.read_exact(&mut body).unwrap();
+                    lat.push(at.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all: Vec<Duration> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    all.sort();
+    all
+}
+
 /// Closed loop: `workers` clients sending back to back for `secs`; returns requests/s.
 async fn closed_loop(
     client: &reqwest::Client,
@@ -124,13 +181,21 @@ async fn measure(client: &reqwest::Client, base: &str, label: &str, cmd: &str, b
         client.post(&url).body(body).send().await.unwrap();
     }
     let (lat, errors) = open_loop(client, &url, body, 1000, 5).await;
+    let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+    let c = cmd.to_owned();
+    let lean = tokio::task::spawn_blocking(move || lean_open_loop(port, &c, 1000, 5, 4))
+        .await
+        .unwrap();
     let rps = closed_loop(client, &url, body, 16, 3).await;
     println!(
-        "| {label} | {} | {} | {} | {} | {errors} | {rps:.0} |",
+        "| {label} | {} | {} | {} | {} | {errors} | {} | {} | {} | {rps:.0} |",
         lat.len(),
         fmt(percentile(&lat, 0.50)),
         fmt(percentile(&lat, 0.99)),
         fmt(percentile(&lat, 0.999)),
+        fmt(percentile(&lean, 0.50)),
+        fmt(percentile(&lean, 0.99)),
+        fmt(percentile(&lean, 0.999)),
     );
 }
 
@@ -175,9 +240,9 @@ async fn main() {
     );
     println!();
     println!(
-        "| command (modules) | requests at 1,000/s | p50 | p99 | p99.9 | errors | max req/s (16 clients) |"
+        "| command (modules) | requests at 1,000/s | reqwest p50 | p99 | p99.9 | errors | lean client p50 | p99 | p99.9 | max req/s (16 clients) |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     measure(&client, &base, "queryAllBiz (0)", "queryAllBiz", "{}").await;
     measure(&client, &base, "health (0)", "health", "{}").await;
     let idle_after_load = rss_kib(pid);
