@@ -323,13 +323,26 @@ mod local {
         use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
         let kc = dir.path().join("kubeconfig");
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_koupleless-kube-apiserver"))
-            .args(["--port", "0", "--kubeconfig"])
-            .arg(&kc)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        /// Kills the server if the test fails before it exits, so no process outlives the test.
+        struct KillOnDrop(std::process::Child);
+        impl Drop for KillOnDrop {
+            fn drop(&mut self) {
+                if let Ok(None) = self.0.try_wait() {
+                    let _ = self.0.kill();
+                    let _ = self.0.wait();
+                }
+            }
+        }
+        let mut guard = KillOnDrop(
+            std::process::Command::new(env!("CARGO_BIN_EXE_koupleless-kube-apiserver"))
+                .args(["--port", "0", "--kubeconfig"])
+                .arg(&kc)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let child = &mut guard.0;
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
