@@ -117,7 +117,8 @@ async fn http_fetch_success_and_every_failure() {
     assert_eq!(pkg.key.name, "web");
     store.remove(&pkg);
 
-    let cases: Vec<(String, fn(&PackageError) -> bool)> = vec![
+    type Expect = fn(&PackageError) -> bool;
+    let cases: Vec<(String, Expect)> = vec![
         (
             format!("{base}/missing.jar"),
             |e| matches!(e, PackageError::NotFound(m) if m.contains("HTTP 404")),
