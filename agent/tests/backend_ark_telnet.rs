@@ -2,6 +2,7 @@
 //! that models SOFAArk's telnet port from the spec (`koupleless_testkit::ark_telnet_peer`).
 //! Every deadline is shortened by flags so each test runs in a few seconds.
 
+use koupleless_testkit::eventually;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,24 +16,6 @@ use koupleless_testkit::ark_telnet_peer::{ArkTelnetPeer, PeerConfig, PeerState, 
 use koupleless_testkit::{RawZip, file_url};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Polls an async condition every 20 ms until it holds or `timeout` passes.
-async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 struct Harness {
     agent: Option<Agent>,

@@ -2,6 +2,7 @@
 //! the process backend, started on port 0, so the whole forward path runs end to end with
 //! real module JVMs (compiled with javac at test time). Both agents are driven over HTTP.
 
+use koupleless_testkit::eventually;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -13,24 +14,6 @@ use koupleless_testkit::{
     read_pid_file,
 };
 use serde_json::{Value, json};
-
-/// Polls an async condition every 50 ms until it holds or `timeout` passes.
-async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// One agent over HTTP.
 struct Api {

@@ -1,6 +1,7 @@
 //! The Arklet HTTP API end to end: the real agent on a real port, real module JVMs built with
 //! javac at test time, a real HTTP client. Every command and error path of spec protocol §2.
 
+use koupleless_testkit::eventually;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -9,24 +10,6 @@ use koupleless_agent::app::{self, Agent};
 use koupleless_agent::config::Config;
 use koupleless_testkit::{Behaviour, BizJar, SMALL_JVM_ARGS, file_url, java_available};
 use serde_json::{Value, json};
-
-/// Polls an async condition every 50 ms until it holds or `timeout` passes.
-async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 struct Harness {
     agent: Option<Agent>,

@@ -2,6 +2,7 @@
 //! test server, with a real JVM as the base: the base becomes a virtual Node whose memory is the
 //! base JVM's `MaxMetaspaceSize`, and disappears as soon as the agent shuts down.
 
+use koupleless_testkit::eventually;
 use std::process::{Child, Command};
 use std::time::Duration;
 
@@ -50,23 +51,6 @@ fn start_base(dir: &std::path::Path) -> Jvm {
         .spawn()
         .unwrap();
     Jvm(child)
-}
-
-async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn memory(node: &Node) -> (Option<String>, Option<String>) {

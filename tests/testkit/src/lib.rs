@@ -81,8 +81,8 @@ pub use source::{
     java_string_literal,
 };
 pub use wait::{
-    POLL_INTERVAL, file_url, free_port, pid_exists, process_alive, read_pid_file, wait_for,
-    wait_until,
+    POLL_INTERVAL, eventually, file_url, free_port, pid_exists, process_alive, read_pid_file,
+    wait_for, wait_until,
 };
 
 /// JVM flags that make short-lived test JVMs start quickly and stay small.

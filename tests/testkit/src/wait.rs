@@ -36,6 +36,26 @@ pub async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
     }
 }
 
+/// [`wait_until`] for a condition that is itself async (an HTTP call, an API read): awaits
+/// `cond()` every [`POLL_INTERVAL`] until it is true or `timeout` has passed; returns whether it
+/// held.
+pub async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released). Another
 /// process may take it before the test does; the window is small enough for tests.
 pub fn free_port() -> u16 {
