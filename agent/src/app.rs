@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use koupleless_protocol::{BizHealthMeta, BizState, CpuInfo, JvmInfo};
+use koupleless_protocol::{BizHealthMeta, BizState};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,7 +17,7 @@ use crate::config::{BackendKind, Config};
 use crate::engine::ops::Retention;
 use crate::engine::{Engine, EngineConfig};
 use crate::health::{HealthConfig, HealthSampler};
-use crate::health_cmd::HealthSource;
+use crate::health_cmd::{HealthSample, HealthSource};
 use crate::http::{HttpState, Readiness};
 use crate::package::{FetchConfig, PackageError, PackageStore};
 use crate::service::CommandService;
@@ -54,29 +54,29 @@ struct SamplerSource {
 }
 
 impl HealthSource for SamplerSource {
-    fn jvm(&self) -> Option<JvmInfo> {
+    fn sample(&self) -> HealthSample {
+        // One sampler read for all three parts, so they describe the same instant.
+        let data = self.sampler.health_data();
         if self.jvm_expected {
-            self.sampler.latest().jvm
-        } else {
-            None
-        }
-    }
-
-    fn cpu(&self) -> Option<CpuInfo> {
-        Some(self.sampler.latest().cpu)
-    }
-
-    fn master(&self) -> BizHealthMeta {
-        if self.jvm_expected {
-            return self.sampler.master_biz();
+            return HealthSample {
+                jvm: data.jvm,
+                cpu: data.cpu,
+                master: data
+                    .master_biz_info
+                    .unwrap_or_else(|| self.sampler.master_biz()),
+            };
         }
         // Without a base JVM (modules run as the agent's own child JVMs) the agent *is* the
         // base: it is activated for as long as it answers.
-        BizHealthMeta {
-            biz_name: self.base_name.clone(),
-            biz_state: BizState::Activated,
-            biz_version: self.base_version.clone(),
-            web_context_path: Some("/".into()),
+        HealthSample {
+            jvm: None,
+            cpu: data.cpu,
+            master: BizHealthMeta {
+                biz_name: self.base_name.clone(),
+                biz_state: BizState::Activated,
+                biz_version: self.base_version.clone(),
+                web_context_path: Some("/".into()),
+            },
         }
     }
 }

@@ -4,17 +4,25 @@
 use koupleless_protocol::health::PluginHealthMeta;
 use koupleless_protocol::{BizHealthMeta, CpuInfo, HealthData, HealthRequest, JvmInfo};
 
+/// One consistent health reading: JVM, CPU and the base's own state from the same sample.
+#[derive(Clone, Debug)]
+pub struct HealthSample {
+    /// The JVM indicator, `None` when no base JVM is known.
+    pub jvm: Option<JvmInfo>,
+    /// The CPU indicator.
+    pub cpu: Option<CpuInfo>,
+    /// The base itself (`masterBizInfo`).
+    pub master: BizHealthMeta,
+}
+
 /// Where health numbers come from (the JVM sampler in production).
 pub trait HealthSource: Send + Sync + 'static {
-    /// The JVM indicator, `None` when no base JVM is known.
-    fn jvm(&self) -> Option<JvmInfo>;
-    /// The CPU indicator.
-    fn cpu(&self) -> Option<CpuInfo>;
-    /// The base itself (`masterBizInfo`).
-    fn master(&self) -> BizHealthMeta;
+    /// The current reading, taken once per command.
+    fn sample(&self) -> HealthSample;
     /// Used metaspace of the base in bytes, for `elapsedSpace`.
     fn metaspace_used(&self) -> Option<i64> {
-        self.jvm()
+        self.sample()
+            .jvm
             .and_then(|j| j.used_metaspace)
             .filter(|v| *v >= 0)
     }

@@ -266,10 +266,11 @@ impl<B: RuntimeBackend> CommandService<B> {
             Ok(r) => r.unwrap_or_default(),
             Err(o) => return o,
         };
+        let sample = self.health.sample();
         let inputs = HealthInputs {
-            jvm: self.health.jvm(),
-            cpu: self.health.cpu(),
-            master: self.health.master(),
+            jvm: sample.jvm,
+            cpu: sample.cpu,
+            master: sample.master,
             bizs: self.engine.modules().iter().map(|m| m.health()).collect(),
             plugins: Vec::new(),
         };
