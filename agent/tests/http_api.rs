@@ -888,3 +888,60 @@ async fn install_finishes_when_the_client_hangs_up() {
     );
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_modules_and_the_base_jvm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let jars = tmp.path().join("jars");
+    std::fs::create_dir_all(&jars).unwrap();
+    let mut h = start_agent(&tmp.path().join("work"), &["--ready-with-all-biz"]).await;
+    let readyz = |h: &Harness| {
+        let (client, url) = (h.client.clone(), h.url.clone());
+        async move {
+            let r = client.get(format!("{url}/readyz")).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(readyz(&h).await.0, 200);
+    let a1 = jar(&jars, "biz-a", "1.0.0", &[Behaviour::StayUp]);
+    let a2 = jar(&jars, "biz-a", "2.0.0", &[Behaviour::StayUp]);
+    assert_eq!(
+        h.call("installBiz", install_body("biz-a", "1.0.0", &a1))
+            .await["code"],
+        "SUCCESS"
+    );
+    assert_eq!(readyz(&h).await.0, 200);
+    // A standby version is not activated: with --ready-with-all-biz the base is not ready.
+    assert_eq!(
+        h.call("installBiz", install_body("biz-a", "2.0.0", &a2))
+            .await["code"],
+        "SUCCESS"
+    );
+    let (status, body) = readyz(&h).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body["reasons"],
+        json!(["module biz-a:2.0.0 is deactivated"])
+    );
+    h.call(
+        "uninstallBiz",
+        json!({"bizName":"biz-a","bizVersion":"2.0.0"}),
+    )
+    .await;
+    assert_eq!(readyz(&h).await.0, 200);
+    h.shutdown().await;
+
+    // --ready-requires-jvm with no base JVM to find: not ready, and it says why.
+    let mut h = start_agent(
+        &tmp.path().join("work2"),
+        &["--ready-requires-jvm", "--base-pid", "999999999"],
+    )
+    .await;
+    let (status, body) = readyz(&h).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        !body["reasons"][0].as_str().unwrap_or("").is_empty(),
+        "{body}"
+    );
+    h.shutdown().await;
+}
