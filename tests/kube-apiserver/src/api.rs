@@ -6,6 +6,7 @@ use crate::discovery;
 use crate::errors::{ApiError, ApiResult, Target, cause};
 use crate::kinds::{self, Sub};
 use crate::patch::{self, PatchType};
+use crate::protobuf;
 use crate::resources::{self, ResourceDef, Storage};
 use crate::selectors::{FieldSelector, LabelSelector, labels_of};
 use crate::ssa;
@@ -437,8 +438,13 @@ fn to_storage(def: &ResourceDef, obj: Value) -> Value {
 }
 
 fn parse_body(r: &Req<'_>) -> ApiResult<Value> {
-    let ct = r
-        .headers
+    decode_body(r.headers, r.body)
+}
+
+/// Decodes a request body by its Content-Type: JSON, YAML or Kubernetes
+/// protobuf (see [`crate::protobuf`]); the result is a JSON object.
+pub(crate) fn decode_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
+    let ct = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
@@ -449,15 +455,22 @@ fn parse_body(r: &Req<'_>) -> ApiResult<Value> {
         .trim()
         .to_ascii_lowercase();
     let v: Value = match base.as_str() {
-        "application/json" | "" | "*/*" => serde_json::from_slice(r.body).map_err(|e| {
+        "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         })?,
-        "application/yaml" => serde_norway::from_slice(r.body)
+        "application/yaml" => serde_norway::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("yaml parse error: {e}")))?,
+        protobuf::CONTENT_TYPE => {
+            protobuf::decode(body).map_err(|e| ApiError::bad_request(e.to_string()))?
+        }
         _ => {
             return Err(ApiError::unsupported_media_type(
                 ct,
-                &["application/json", "application/yaml"],
+                &[
+                    "application/json",
+                    "application/yaml",
+                    protobuf::CONTENT_TYPE,
+                ],
             ));
         }
     };
@@ -1722,8 +1735,9 @@ struct DeleteOpts {
 fn delete_opts(r: &Req<'_>) -> ApiResult<DeleteOpts> {
     let mut o = DeleteOpts::default();
     if !r.body.is_empty() {
-        let b: Value = serde_json::from_slice(r.body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
+        let b = decode_body(r.headers, r.body).map_err(|e| {
+            ApiError::bad_request(format!("error decoding DeleteOptions: {}", e.message))
+        })?;
         o.grace = b["gracePeriodSeconds"].as_i64();
         o.propagation = b["propagationPolicy"].as_str().map(str::to_string);
         o.orphan = b["orphanDependents"].as_bool();
@@ -2107,8 +2121,8 @@ fn binding(
     headers: &HeaderMap,
     q: &Query,
 ) -> ApiResult<Response> {
-    let b: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding Binding: {e}")))?;
+    let b = decode_body(headers, body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding Binding: {}", e.message)))?;
     let node = b["target"]["name"].as_str().unwrap_or("").to_string();
     let bind_target = Target {
         group: "",

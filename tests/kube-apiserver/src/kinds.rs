@@ -48,6 +48,28 @@ fn default_field(m: &mut Map<String, Value>, key: &str, val: Value) {
     }
 }
 
+/// SetDefaults_Deployment / SetDefaults_DaemonSet: field by field, so a
+/// partly given strategy (`strategy: {}`, as `kubectl create deployment`
+/// sends) is completed.
+fn default_strategy(spec: &mut Map<String, Value>, key: &str, unavailable: Value, surge: Value) {
+    let strategy = spec.entry(key).or_insert_with(|| json!({}));
+    let Some(st) = strategy.as_object_mut() else {
+        return;
+    };
+    default_field(st, "type", json!("RollingUpdate"));
+    if st.get("type").and_then(Value::as_str) != Some("RollingUpdate") {
+        return;
+    }
+    let ru = st.entry("rollingUpdate").or_insert_with(|| json!({}));
+    if ru.is_null() {
+        *ru = json!({});
+    }
+    if let Some(ru) = ru.as_object_mut() {
+        default_field(ru, "maxUnavailable", unavailable);
+        default_field(ru, "maxSurge", surge);
+    }
+}
+
 /// Defaults applied whenever a body of this kind is decoded (create,
 /// update, patch), as the real defaulting functions do. Only the subset
 /// documented in the crate docs is implemented.
@@ -65,20 +87,12 @@ pub fn apply_defaults(def: &ResourceDef, obj: &mut Value) {
                     default_field(spec, "replicas", json!(1));
                     default_field(spec, "revisionHistoryLimit", json!(10));
                     default_field(spec, "progressDeadlineSeconds", json!(600));
-                    default_field(
-                        spec,
-                        "strategy",
-                        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
-                    );
+                    default_strategy(spec, "strategy", json!("25%"), json!("25%"));
                 }
                 Storage::ReplicaSets => default_field(spec, "replicas", json!(1)),
                 _ => {
                     default_field(spec, "revisionHistoryLimit", json!(10));
-                    default_field(
-                        spec,
-                        "updateStrategy",
-                        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
-                    );
+                    default_strategy(spec, "updateStrategy", json!(1), json!(0));
                 }
             }
             if let Some(Value::Object(tpl)) = spec.get_mut("template") {

@@ -37,7 +37,12 @@
 //!   g=meta.k8s.io;v=v1`, with the real column sets, so `kubectl get` prints
 //!   real columns), and `PartialObjectMetadata[List]` (kube-rs metadata
 //!   API). Responses are JSON; a request that accepts only protobuf or
-//!   YAML gets 406, and a protobuf request body 415.
+//!   YAML gets 406.
+//! - Request bodies: JSON, YAML, and Kubernetes protobuf
+//!   (`application/vnd.kubernetes.protobuf`, what client-go's typed clients
+//!   and so `kubectl create namespace|deployment|service ...` send) for
+//!   every stored kind and the bodies of the subresources, decoded by one
+//!   generic walker over the upstream field tables (see [`protobuf`]).
 //! - Every request is logged with `tracing` at debug level (method, URI,
 //!   status, and the reason of a refusal).
 //!
@@ -135,7 +140,7 @@
 //! set `spec.nodeName` or use the `binding` subresource), no admission
 //! plugins besides NamespaceLifecycle (no ServiceAccount token volumes, no
 //! default tolerations, no priority), no webhooks, no authentication or
-//! authorization, no protobuf, no CRDs, no OpenAPI schemas (`kubectl
+//! authorization, no protobuf responses, no CRDs, no OpenAPI schemas (`kubectl
 //! explain` fails), no `kubectl logs/exec/port-forward` (the pod
 //! subresources are 404).
 //!
@@ -149,9 +154,9 @@
 //! `--force-conflicts`), `replace`, `patch` (all types, `--subresource
 //! status`), `label`, `annotate`, `delete` (including `--grace-period=0
 //! --force` and namespaces), `wait --for=condition|delete|jsonpath`, `run`
-//! and `api-resources`. Commands whose typed clients send protobuf bodies
-//! (`kubectl create deployment|namespace|...` generators) get 415
-//! UnsupportedMediaType; `kubectl explain` fails because there are no
+//! and `api-resources`, and the generators whose typed clients send
+//! protobuf bodies (`kubectl create namespace|deployment|service`; kinds this
+//! server does not store, such as `configmap`, get 404); `kubectl explain` fails because there are no
 //! schemas; `scale`, `logs`, `exec`, `port-forward` get 404.
 //!
 //! Field selectors on events.k8s.io/v1 use its own labels (`regarding.*`,
@@ -183,6 +188,7 @@ pub mod discovery;
 pub mod errors;
 pub mod kinds;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod schema;
 pub mod selectors;

@@ -272,10 +272,19 @@ mod local {
     #[tokio::test]
     async fn refusals_are_errors() {
         let (client, server) = koupleless_kube_apiserver::start().await.unwrap();
-        // protobuf bodies (kubectl create <kind> / kubectl run send them)
+        // a protobuf envelope naming no type
         let req = http::Request::post("/api/v1/namespaces")
             .header("content-type", "application/vnd.kubernetes.protobuf")
             .body(b"k8s\x00".to_vec())
+            .unwrap();
+        assert_eq!(
+            status(client.request_text(req).await.unwrap_err()).code,
+            400
+        );
+        // media types other than JSON, YAML and protobuf
+        let req = http::Request::post("/api/v1/namespaces")
+            .header("content-type", "application/cbor")
+            .body(vec![0xa0])
             .unwrap();
         assert_eq!(
             status(client.request_text(req).await.unwrap_err()).code,
