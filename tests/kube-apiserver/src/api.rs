@@ -1,6 +1,6 @@
 //! Request routing and the verbs: get, list, watch, create, update, patch,
-//! delete, deletecollection, plus the `status`, `binding` and `finalize`
-//! subresources.
+//! delete, deletecollection, plus the `status`, `binding`, `finalize`,
+//! `scale` and `eviction` subresources.
 
 use crate::discovery;
 use crate::errors::{ApiError, ApiResult, Target, cause};
@@ -8,6 +8,7 @@ use crate::kinds::{self, Sub};
 use crate::patch::{self, PatchType};
 use crate::protobuf;
 use crate::resources::{self, ResourceDef, Storage};
+use crate::scale;
 use crate::selectors::{FieldSelector, LabelSelector, labels_of};
 use crate::ssa;
 use crate::store::{EventType, HistoryError, Key, Snapshot, State, Store};
@@ -292,6 +293,35 @@ async fn route(
             let name = name.expect("binding has a name");
             let ns = ns.expect("pods are namespaced");
             return binding(&app, def, &ns, &name, &body, &headers, &q);
+        }
+        Some("scale") if scale::has_scale(def) => {
+            let r = Req {
+                app: &app,
+                def,
+                ns: ns.as_deref(),
+                name: name.as_deref(),
+                sub: Sub::Scale,
+                q: &q,
+                headers: &headers,
+                body: &body,
+            };
+            return scale_subresource(&r, &method);
+        }
+        Some("eviction") if def.storage == Storage::Pods => {
+            if method != Method::POST {
+                return Err(ApiError::method_not_allowed());
+            }
+            let r = Req {
+                app: &app,
+                def,
+                ns: ns.as_deref(),
+                name: name.as_deref(),
+                sub: Sub::Main,
+                q: &q,
+                headers: &headers,
+                body: &body,
+            };
+            return eviction(&r);
         }
         Some(_) => return Err(ApiError::no_route()),
     };
@@ -1115,6 +1145,7 @@ fn scope(def: &ResourceDef, sub: Sub) -> ssa::Scope {
     match sub {
         Sub::Main if def.has_status => ssa::Scope::NoStatus,
         Sub::Main => ssa::Scope::All,
+        Sub::Scale => ssa::Scope::NoStatus,
         Sub::Status => ssa::Scope::Status,
         Sub::Finalize => ssa::Scope::Finalize,
     }
@@ -1317,7 +1348,8 @@ fn finish_update(
             old["metadata"]["resourceVersion"].clone(),
         );
     }
-    if def.has_generation && sub == Sub::Main && kinds::spec_changed(&new, old) {
+    if def.has_generation && matches!(sub, Sub::Main | Sub::Scale) && kinds::spec_changed(&new, old)
+    {
         let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
         new["metadata"]["generation"] = json!(g);
     }
@@ -1733,11 +1765,20 @@ struct DeleteOpts {
 }
 
 fn delete_opts(r: &Req<'_>) -> ApiResult<DeleteOpts> {
-    let mut o = DeleteOpts::default();
-    if !r.body.is_empty() {
-        let b = decode_body(r.headers, r.body).map_err(|e| {
+    let body = if r.body.is_empty() {
+        None
+    } else {
+        Some(decode_body(r.headers, r.body).map_err(|e| {
             ApiError::bad_request(format!("error decoding DeleteOptions: {}", e.message))
-        })?;
+        })?)
+    };
+    delete_opts_of(body.as_ref(), r)
+}
+
+/// DeleteOptions from a decoded body (`b`) and the query.
+fn delete_opts_of(b: Option<&Value>, r: &Req<'_>) -> ApiResult<DeleteOpts> {
+    let mut o = DeleteOpts::default();
+    if let Some(b) = b {
         o.grace = b["gracePeriodSeconds"].as_i64();
         o.propagation = b["propagationPolicy"].as_str().map(str::to_string);
         o.orphan = b["orphanDependents"].as_bool();
@@ -2201,6 +2242,179 @@ fn binding(
         }
     }
     app.store.notify(0);
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
+}
+
+// ---------------------------------------------------------------- scale
+
+fn scale_target(name: &str) -> Target<'_> {
+    Target {
+        group: "autoscaling",
+        resource: "scale",
+        kind: "Scale",
+        name,
+    }
+}
+
+/// `GET|PUT|PATCH .../deployments|replicasets/<name>/scale`.
+fn scale_subresource(r: &Req<'_>, method: &Method) -> ApiResult<Response> {
+    let name = r.name.expect("scale has a name");
+    let key = r.key(name);
+    let view = |obj: &Value| scale::scale_of(obj).map_err(ApiError::internal);
+    if *method == Method::GET {
+        if negotiate(r.headers)? != Render::Object {
+            return Err(ApiError::not_acceptable(
+                r.headers
+                    .get(http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+            ));
+        }
+        let obj = r
+            .app
+            .store
+            .lock()
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found(r.target(name)))?;
+        return Ok(json_response(StatusCode::OK, &view(&obj)?));
+    }
+    if *method != Method::PUT && *method != Method::PATCH {
+        return Err(ApiError::method_not_allowed());
+    }
+    let w = WriteCtx::of(r)?;
+    let out = {
+        let mut st = r.app.store.lock();
+        let old = st
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found(r.target(name)))?;
+        let desired = if *method == Method::PUT {
+            let mut body = parse_body(r)?;
+            check_scale_type(&mut body)?;
+            body
+        } else {
+            let ct = r
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let patch: Value = serde_json::from_slice(r.body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+            let current = view(&old)?;
+            match PatchType::from_content_type(ct)? {
+                PatchType::Merge => patch::merge_patch(&current, &patch)?,
+                PatchType::Json => patch::json_patch(&current, &patch)?,
+                PatchType::Strategic => patch::strategic_merge_patch("Scale", &current, &patch)?,
+                PatchType::Apply => {
+                    return Err(ApiError::unsupported_media_type(
+                        ct,
+                        &[
+                            "application/json-patch+json",
+                            "application/merge-patch+json",
+                            "application/strategic-merge-patch+json",
+                        ],
+                    ));
+                }
+            }
+        };
+        serde_json::from_value::<k8s_openapi::api::autoscaling::v1::Scale>(desired.clone())
+            .map_err(|e| ApiError::bad_request(format!("error decoding Scale: {e}")))?;
+        let body_name = meta_str(&desired, "name");
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let rv = meta_str(&desired, "resourceVersion");
+        if !rv.is_empty() && rv != meta_str(&old, "resourceVersion") {
+            return Err(ApiError::conflict_stale(r.target(name)));
+        }
+        let replicas = scale::requested_replicas(&desired)
+            .map_err(|causes| ApiError::invalid(scale_target(name), causes))?;
+        let mut new = old.clone();
+        new["spec"]["replicas"] = json!(replicas);
+        finish_update(
+            &mut st,
+            r.def,
+            &key,
+            Sub::Scale,
+            &old,
+            new,
+            &w,
+            Managed::Update,
+        )?
+    };
+    r.app.store.notify(0);
+    Ok(json_response(StatusCode::OK, &view(&out)?))
+}
+
+/// apiVersion/kind of a Scale body (filled when missing, as the decoder does).
+fn check_scale_type(obj: &mut Value) -> ApiResult<()> {
+    match obj["apiVersion"].as_str() {
+        None | Some("") => obj["apiVersion"] = json!("autoscaling/v1"),
+        Some("autoscaling/v1") => {}
+        Some(av) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version (autoscaling/v1)"
+            )));
+        }
+    }
+    match obj["kind"].as_str() {
+        None | Some("") => obj["kind"] = json!("Scale"),
+        Some("Scale") => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind (Scale)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- eviction
+
+/// `POST .../pods/<name>/eviction` (policy/v1 Eviction): deletes the pod with
+/// the Eviction's deleteOptions, exactly as a delete would (graceful for
+/// bound pods). No PodDisruptionBudgets are stored, so no eviction is ever
+/// refused with 429.
+fn eviction(r: &Req<'_>) -> ApiResult<Response> {
+    let name = r.name.expect("eviction has a name");
+    let ns = r.ns.unwrap_or("");
+    let ev = decode_body(r.headers, r.body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding Eviction: {}", e.message)))?;
+    match (ev["apiVersion"].as_str(), ev["kind"].as_str()) {
+        (None | Some(""), None | Some(""))
+        | (Some("policy/v1" | "policy/v1beta1"), Some("Eviction")) => {}
+        (av, k) => {
+            return Err(ApiError::bad_request(format!(
+                "the body of an eviction must be a policy/v1 Eviction, not {}, Kind={}",
+                av.unwrap_or(""),
+                k.unwrap_or("")
+            )));
+        }
+    }
+    serde_json::from_value::<k8s_openapi::api::policy::v1::Eviction>(ev.clone())
+        .map_err(|e| ApiError::bad_request(format!("error decoding Eviction: {e}")))?;
+    let body_name = meta_str(&ev, "name");
+    if !body_name.is_empty() && body_name != name {
+        return Err(ApiError::bad_request(
+            "name in URL does not match name in Eviction object",
+        ));
+    }
+    let body_ns = meta_str(&ev, "namespace");
+    if !body_ns.is_empty() && body_ns != ns {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    let o = delete_opts_of(ev.get("deleteOptions").filter(|v| !v.is_null()), r)?;
+    {
+        let mut st = r.app.store.lock();
+        do_delete(&mut st, r.def, &r.key(name), &o, &now())?;
+    }
+    r.app.store.notify(0);
     Ok(json_response(
         StatusCode::CREATED,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),

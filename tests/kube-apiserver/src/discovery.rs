@@ -73,8 +73,21 @@ fn resource_entries(r: &ResourceDef) -> Vec<Value> {
             "verbs": ["get", "patch", "update"],
         }));
     }
+    if crate::scale::has_scale(r) {
+        out.push(json!({
+            "name": format!("{}/scale", r.plural),
+            "singularName": "",
+            "namespaced": r.namespaced,
+            "group": "autoscaling",
+            "version": "v1",
+            "kind": "Scale",
+            "verbs": ["get", "patch", "update"],
+        }));
+    }
     if r.plural == "pods" && r.group.is_empty() {
         out.push(json!({"name": "pods/binding", "singularName": "", "namespaced": true, "kind": "Binding", "verbs": ["create"]}));
+        // kubectl drain finds the Eviction version through these fields
+        out.push(json!({"name": "pods/eviction", "singularName": "", "namespaced": true, "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}));
     }
     if r.plural == "namespaces" {
         out.push(json!({"name": "namespaces/finalize", "singularName": "", "namespaced": false, "kind": "Namespace", "verbs": ["update"]}));

@@ -22,6 +22,8 @@ pub enum Sub {
     Status,
     /// `/finalize` (namespaces only).
     Finalize,
+    /// `/scale` (writes only `spec.replicas`; see [`crate::scale`]).
+    Scale,
 }
 
 impl Sub {
@@ -31,6 +33,7 @@ impl Sub {
             Sub::Main => None,
             Sub::Status => Some("status"),
             Sub::Finalize => Some("finalize"),
+            Sub::Scale => Some("scale"),
         }
     }
 }
@@ -325,7 +328,7 @@ pub fn pod_qos(spec: &Value) -> &'static str {
 /// this endpoint may not write are reset to `old`.
 pub fn isolate(def: &ResourceDef, sub: Sub, new: &mut Value, old: &Value) {
     match sub {
-        Sub::Main => {
+        Sub::Main | Sub::Scale => {
             if def.has_status {
                 copy_field(new, old, "status");
             }

@@ -190,6 +190,7 @@ pub mod kinds;
 pub mod patch;
 pub mod protobuf;
 pub mod resources;
+pub mod scale;
 pub mod schema;
 pub mod selectors;
 pub mod ssa;
