@@ -60,16 +60,42 @@ pub fn merge_patch(doc: &Value, patch: &Value) -> Result<Value, ApiError> {
 }
 
 /// RFC 6902.
+///
+/// As the real server's JSON patch library (evanphx/json-patch v4), `replace`
+/// of a missing key of an existing object sets it (RFC 6902 says it fails);
+/// `kubectl rollout undo` relies on that for `/metadata/annotations`.
 pub fn json_patch(doc: &Value, patch: &Value) -> Result<Value, ApiError> {
-    let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+    // checks the whole patch first, so a malformed one is 400 whatever it would do
+    let _: json_patch::Patch = serde_json::from_value(patch.clone())
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     let mut out = doc.clone();
-    json_patch::patch(&mut out, &ops.0).map_err(|e| ApiError {
-        code: 422,
-        reason: "Invalid",
-        message: format!("the server rejected our request due to an error in our request: {e}"),
-        details: None,
-    })?;
+    for (i, op) in patch.as_array().into_iter().flatten().enumerate() {
+        let mut op = op.clone();
+        if op["op"] == "replace"
+            && let Some(path) = op["path"].as_str()
+            && let Some((parent, key)) = path.rsplit_once('/')
+        {
+            let key = key.replace("~1", "/").replace("~0", "~");
+            if out
+                .pointer(parent)
+                .and_then(Value::as_object)
+                .is_some_and(|m| !m.contains_key(&key))
+            {
+                op["op"] = Value::from("add");
+            }
+        }
+        let one: json_patch::PatchOperation = serde_json::from_value(op)
+            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+        json_patch::patch(&mut out, std::slice::from_ref(&one)).map_err(|e| ApiError {
+            code: 422,
+            reason: "Invalid",
+            message: format!(
+                "the server rejected our request due to an error in our request: {}",
+                e.to_string().replacen("'/0'", &format!("'/{i}'"), 1)
+            ),
+            details: None,
+        })?;
+    }
     Ok(out)
 }
 
@@ -319,6 +345,36 @@ fn merge_list<'a>(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn json_patch_replace_is_lenient_on_object_keys() {
+        let doc = json!({"metadata": {"name": "d"}, "spec": {"list": [1]}});
+        let ok = |p: Value| json_patch(&doc, &p).unwrap();
+        let err = |p: Value| json_patch(&doc, &p).unwrap_err();
+        // what kubectl rollout undo sends to a Deployment without annotations
+        assert_eq!(
+            ok(json!([{"op": "replace", "path": "/metadata/annotations", "value": {"a": "1"}}])),
+            json!({"metadata": {"name": "d", "annotations": {"a": "1"}}, "spec": {"list": [1]}})
+        );
+        assert_eq!(
+            ok(json!([{"op": "replace", "path": "/metadata/name", "value": "e"}]))["metadata"]["name"],
+            "e"
+        );
+        assert_eq!(
+            ok(json!([{"op": "replace", "path": "/metadata/a~1b", "value": 1}]))["metadata"]["a/b"],
+            1
+        );
+        // a missing parent, or an index past a list's end, still fails
+        let e = err(json!([{"op": "add", "path": "/x", "value": 1},
+                           {"op": "replace", "path": "/missing/key", "value": 1}]));
+        assert_eq!(e.code, 422);
+        assert!(e.message.contains("'/1'"), "{}", e.message);
+        assert_eq!(
+            err(json!([{"op": "replace", "path": "/spec/list/3", "value": 1}])).code,
+            422
+        );
+        assert_eq!(err(json!([{"op": "frobnicate", "path": "/x"}])).code, 400);
+    }
 
     #[test]
     fn conditions_merge_by_type() {
