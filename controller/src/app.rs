@@ -1,7 +1,8 @@
 //! Wiring: builds tunnels, caches, the router and the operational servers, owns every
 //! long-lived task, and shuts them down in order.
 //!
-//! Shutdown order: supervisors first (owners release their Leases so another replica takes
+//! Shutdown order: the pod reconciler first (no command or Pod write once Leases start to
+//! go), then supervisors (owners release their Leases so another replica takes
 //! over at once), then tunnels (MQTT disconnects cleanly, the HTTP server stops), then the
 //! event publisher and the probe/metrics servers.
 
@@ -167,10 +168,20 @@ pub async fn run(
     let core_cancel = CancellationToken::new();
     let router = Router::new(ctx.clone(), readiness);
     let core = tokio::spawn(router.run(events_rx, lease_writer, core_cancel.clone(), drain));
+    // Module Pods; stopped first, before the supervisors release their Leases.
+    let pods_cancel = CancellationToken::new();
+    let pods = tokio::spawn(crate::pod::reconciler::run(
+        ctx.clone(),
+        pods_cancel.clone(),
+    ));
     tracing::info!(client_id = %ctx.settings.client_id, env = %ctx.settings.env, "controller started");
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");
+    pods_cancel.cancel();
+    if let Err(e) = pods.await {
+        tracing::error!(error = %e, "pod reconciler failed");
+    }
     core_cancel.cancel();
     if let Err(e) = core.await {
         tracing::error!(error = %e, "router task failed");

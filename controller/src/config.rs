@@ -177,6 +177,24 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Modules on a base that no Pod asks for: `keep` them all, `uninstall-ours` (only those
+    /// this controller installed for a Pod that is gone; statically deployed and
+    /// baseline-installed modules stay), or `uninstall-all` (upstream's behaviour).
+    #[arg(long, env = "ORPHAN_MODULES", default_value = "uninstall-ours", value_parser = clap::value_parser!(crate::pod::OrphanPolicy))]
+    pub orphan_modules: crate::pod::OrphanPolicy,
+    /// Module Pod workers; one base is never worked on twice at once.
+    #[arg(long, env = "VNODE_WORKER_NUM", default_value_t = 8)]
+    pub vnode_worker_num: usize,
+    /// First retry delay after a failed module install; doubles per failure.
+    #[arg(long, env = "MODULE_RETRY_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub module_retry_interval: Duration,
+    /// Longest retry delay after repeated failed installs.
+    #[arg(long, env = "MODULE_RETRY_MAX", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub module_retry_max: Duration,
+    /// How long to wait for a base to answer an install or uninstall before sending it again.
+    #[arg(long, env = "MODULE_REPLY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub module_reply_timeout: Duration,
 }
 
 /// How logs are written.
@@ -229,6 +247,8 @@ pub struct Settings {
     pub api_timeout: Duration,
     /// Workload back-off before claiming a new base.
     pub workload: Workload,
+    /// Module Pods.
+    pub pods: crate::pod::PodSettings,
 }
 
 /// Workload back-off (spec controller §4.3, implemented for real).
@@ -406,6 +426,7 @@ impl Settings {
             node: NodeSettings::default(),
             api_timeout: Duration::from_secs(15),
             workload: Workload::default(),
+            pods: crate::pod::PodSettings::default(),
         }
     }
 }
@@ -479,6 +500,13 @@ impl Args {
             workload: Workload {
                 max_level: self.workload_max_level,
                 step: self.workload_step,
+            },
+            pods: crate::pod::PodSettings {
+                orphans: self.orphan_modules,
+                workers: self.vnode_worker_num.max(1),
+                retry_base: self.module_retry_interval,
+                retry_max: self.module_retry_max.max(self.module_retry_interval),
+                reply_timeout: self.module_reply_timeout,
             },
         })
     }

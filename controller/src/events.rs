@@ -1,5 +1,6 @@
-//! Kubernetes Events on Node transitions (upstream emits none, spec controller §2.4). Events
-//! are best effort: supervisors hand them to a queue and never wait for the API server.
+//! Kubernetes Events on Node transitions and module Pods (upstream emits none, spec controller
+//! §2.4). Events are best effort: supervisors and the pod reconciler hand them to a queue and
+//! never wait for the API server.
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
@@ -28,15 +29,38 @@ pub struct NodeEvent {
     pub note: String,
 }
 
+/// One event about a module Pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodEvent {
+    /// Namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub name: String,
+    /// Pod UID.
+    pub uid: String,
+    /// Warning rather than Normal.
+    pub warning: bool,
+    /// PascalCase reason.
+    pub reason: &'static str,
+    /// Human-readable note.
+    pub note: String,
+}
+
+#[derive(Debug)]
+enum Queued {
+    Node(NodeEvent),
+    Pod(PodEvent),
+}
+
 /// Cheap handle to queue events.
 #[derive(Clone, Debug)]
 pub struct EventSink {
-    tx: mpsc::Sender<NodeEvent>,
+    tx: mpsc::Sender<Queued>,
 }
 
 /// The task that publishes queued events.
 pub struct EventPublisher {
-    rx: mpsc::Receiver<NodeEvent>,
+    rx: mpsc::Receiver<Queued>,
     client: Client,
     reporter: Reporter,
     metrics: Arc<Metrics>,
@@ -67,7 +91,14 @@ impl EventSink {
 
     /// Queues an event; drops it when the queue is full.
     pub fn emit(&self, event: NodeEvent) {
-        if let Err(e) = self.tx.try_send(event) {
+        if let Err(e) = self.tx.try_send(Queued::Node(event)) {
+            tracing::debug!(error = %e, "event queue full; event dropped");
+        }
+    }
+
+    /// Queues a Pod event; drops it when the queue is full.
+    pub fn emit_pod(&self, event: PodEvent) {
+        if let Err(e) = self.tx.try_send(Queued::Pod(event)) {
             tracing::debug!(error = %e, "event queue full; event dropped");
         }
     }
@@ -86,27 +117,49 @@ impl EventPublisher {
                 }
             };
             let Some(ev) = ev else { break };
-            let reference = ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Node".into()),
-                name: Some(ev.node.clone()),
-                uid: ev.uid.clone(),
-                ..ObjectReference::default()
+            let (reference, warning, reason, note, what) = match ev {
+                Queued::Node(ev) => (
+                    ObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("Node".into()),
+                        name: Some(ev.node.clone()),
+                        uid: ev.uid,
+                        ..ObjectReference::default()
+                    },
+                    ev.warning,
+                    ev.reason,
+                    ev.note,
+                    ev.node,
+                ),
+                Queued::Pod(ev) => (
+                    ObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("Pod".into()),
+                        namespace: Some(ev.namespace.clone()),
+                        name: Some(ev.name.clone()),
+                        uid: Some(ev.uid),
+                        ..ObjectReference::default()
+                    },
+                    ev.warning,
+                    ev.reason,
+                    ev.note,
+                    format!("{}/{}", ev.namespace, ev.name),
+                ),
             };
             let event = Event {
-                type_: if ev.warning {
+                type_: if warning {
                     EventType::Warning
                 } else {
                     EventType::Normal
                 },
-                reason: ev.reason.into(),
-                note: Some(ev.note.clone()),
-                action: ev.reason.into(),
+                reason: reason.into(),
+                note: Some(note),
+                action: reason.into(),
                 secondary: None,
             };
             let timer = self.metrics.api("event", "create");
             if let Err(e) = timer.done(recorder.publish(&event, &reference).await) {
-                tracing::warn!(node = %ev.node, reason = ev.reason, error = %e, "could not record event");
+                tracing::warn!(object = %what, reason, error = %e, "could not record event");
             }
         }
     }

@@ -17,6 +17,7 @@
 //! - [`vnode`]: liveness, Lease ownership, lifecycle machine and desired Node (all pure), and
 //!   the supervisor that drives them.
 //! - [`router`]: routes events to supervisors, resumes existing vnodes at start-up.
+//! - [`pod`]: module Pods → install/uninstall commands, module states → Pod status.
 //! - [`baseline`]: which modules a base should run.
 //! - [`app`]: wiring, task ownership and ordered shutdown.
 //! - [`ops`], [`metrics`], [`events`], [`telemetry`]: probes, Prometheus, Kubernetes Events, logs.
@@ -31,6 +32,7 @@ pub mod kube_client;
 pub mod labels;
 pub mod metrics;
 pub mod ops;
+pub mod pod;
 pub mod registry;
 pub mod router;
 pub mod telemetry;

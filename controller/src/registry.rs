@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use koupleless_protocol::VNodeName;
+use tokio::sync::broadcast;
 
 use crate::tunnel::{BizRecord, TunnelKind};
 
@@ -56,12 +57,16 @@ pub struct BaseView {
     pub tunnel: Option<TunnelKind>,
     /// Module states last reported, by `name:version`.
     pub bizs: BTreeMap<String, BizRecord>,
+    /// How many complete module lists the base has sent, so a reader can tell a list that
+    /// raced an operation from a later one.
+    pub lists: u64,
 }
 
 /// Shared map of bases.
 #[derive(Clone, Debug, Default)]
 pub struct BaseRegistry {
     inner: Arc<RwLock<HashMap<VNodeName, BaseView>>>,
+    changes: Changes,
 }
 
 impl BaseRegistry {
@@ -81,9 +86,12 @@ impl BaseRegistry {
             state,
             tunnel,
             bizs: BTreeMap::new(),
+            lists: 0,
         });
         e.state = state;
         e.tunnel = tunnel;
+        drop(map);
+        self.changes.notify(name);
     }
 
     /// Records module states: a complete list replaces the known ones, outcomes update them.
@@ -94,15 +102,19 @@ impl BaseRegistry {
         };
         if complete {
             e.bizs.clear();
+            e.lists += 1;
         }
         for r in records {
             e.bizs.insert(r.key(), r);
         }
+        drop(map);
+        self.changes.notify(name);
     }
 
     /// Forgets a base.
     pub fn remove(&self, name: &VNodeName) {
         self.write().remove(name);
+        self.changes.notify(name);
     }
 
     /// A copy of one base's view.
@@ -131,6 +143,34 @@ impl BaseRegistry {
         v
     }
 }
+
+impl BaseRegistry {
+    /// Names of bases whose state, tunnel or module list changed from now on. A receiver that
+    /// lags behind gets `RecvError::Lagged` and should look at every base again.
+    pub fn subscribe(&self) -> broadcast::Receiver<VNodeName> {
+        self.changes.0.subscribe()
+    }
+}
+
+/// Change notifications of the registry.
+#[derive(Clone, Debug)]
+struct Changes(broadcast::Sender<VNodeName>);
+
+impl Default for Changes {
+    fn default() -> Self {
+        Changes(broadcast::channel(CHANGE_BACKLOG).0)
+    }
+}
+
+impl Changes {
+    fn notify(&self, name: &VNodeName) {
+        // No subscriber is fine: nobody needs to know.
+        let _ = self.0.send(name.clone());
+    }
+}
+
+/// Change notifications buffered per subscriber before it lags.
+const CHANGE_BACKLOG: usize = 4096;
 
 #[cfg(test)]
 mod tests {
@@ -173,5 +213,22 @@ mod tests {
         assert_eq!((c[&VNodeState::Ready], c[&VNodeState::Standby]), (1, 1));
         r.remove(&a);
         assert!(r.owned().is_empty());
+    }
+
+    #[test]
+    fn changes_are_announced_and_lists_counted() {
+        let r = BaseRegistry::default();
+        let a: VNodeName = "vnode.a.dev".parse().unwrap();
+        let mut rx = r.subscribe();
+        r.set_state(&a, VNodeState::Ready, Some(TunnelKind::Http));
+        r.record_bizs(&a, vec![rec("x", BizState::Activated)], false);
+        assert_eq!(r.get(&a).unwrap().lists, 0, "an outcome is not a list");
+        r.record_bizs(&a, vec![], true);
+        assert_eq!(r.get(&a).unwrap().lists, 1);
+        r.remove(&a);
+        for _ in 0..4 {
+            assert_eq!(rx.try_recv().unwrap(), a);
+        }
+        assert!(rx.try_recv().is_err());
     }
 }
