@@ -9,7 +9,7 @@ mod common;
 mod scenarios;
 
 use common::run;
-use scenarios::{core, delete, kubectl, patch, runtime, watch};
+use scenarios::{core, delete, imperative, kubectl, patch, runtime, watch};
 
 /// Says where the scenarios ran, so a skipped real-cluster comparison is
 /// visible in the test output.
@@ -144,6 +144,15 @@ scenario!(kubectl_patch_label_annotate, kubectl::patch_label_annotate);
 scenario!(kubectl_wait_and_delete, kubectl::wait_and_delete);
 scenario!(kubectl_get_watch, kubectl::get_watch);
 
+scenario!(kubectl_create_generators, imperative::create_generators);
+scenario!(kubectl_scale, imperative::scale);
+scenario!(kubectl_rollout, imperative::rollout);
+scenario!(
+    kubectl_label_annotate_workloads,
+    imperative::label_annotate_workloads
+);
+scenario!(kubectl_cordon_and_drain, imperative::cordon_and_drain);
+
 /// Behaviour specific to the test server (its knobs and its documented
 /// refusals); these do not run against a real cluster.
 mod local {
@@ -267,6 +276,32 @@ mod local {
             pods.list(&ListParams::default()).await.is_err(),
             "the server is gone"
         );
+    }
+
+    /// Generators of kinds this server does not store get the real server's
+    /// answer for an unknown resource.
+    #[tokio::test]
+    async fn kubectl_create_of_unstored_kinds_is_404() {
+        let bin = crate::common::kubectl_bin().expect("kubectl (set KUBECTL or put it on PATH)");
+        let (_client, server) = koupleless_kube_apiserver::start().await.unwrap();
+        let kc = server.write_kubeconfig_tempfile().unwrap();
+        let path = kc.path().to_path_buf();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(bin)
+                .env("KUBECONFIG", path)
+                .args(["create", "configmap", "c1", "--from-literal=a=b"])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("the server could not find the requested resource"),
+            "{err}"
+        );
+        server.shutdown().await;
     }
 
     #[tokio::test]

@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
 """Generates src/protobuf/schema.rs: the protobuf field tables of the types this server stores.
 
-Run from anywhere after `cargo fetch` (it reads the sources cargo downloaded):
+Run from anywhere after `cargo fetch` (it reads the sources cargo downloaded), with GO_SRC
+naming a directory that holds the Go API types: `api/` (a k8s.io/api tree) and `apimachinery/`
+(a k8s.io/apimachinery tree), of a release at least as new as k8s-pb's:
 
-    python3 tests/kube-apiserver/tools/gen_protobuf_schema.py \
+    GO_SRC=/path/to/go-src python3 tests/kube-apiserver/tools/gen_protobuf_schema.py \
         | rustfmt --edition 2024 > tests/kube-apiserver/src/protobuf/schema.rs
 
 Field numbers and wire types come from the `k8s-pb` crate (kube-rs's prost bindings of the
 upstream .proto files); JSON names come from `k8s-openapi` (the serde names of the same types),
 matched by name without case and underscores (prost snake-cases `podIPs` to `pod_i_ps`).
+Whether a scalar's zero value is shown comes from the Go types: Go's protobuf encoder writes
+every value field, zero or not, and its JSON encoder leaves a value field's zero out when the
+field is `omitempty`; a pointer field is on the wire only when set, so its zero is shown.
 """
 import glob
 import os
@@ -36,6 +41,39 @@ SPECIAL = {
     "apimachinery.pkg.apis.meta.v1.FieldsV1": "FieldsV1",
     "apimachinery.pkg.apis.meta.v1.Duration": "Duration",
 }
+
+GO_SRC = os.environ.get("GO_SRC")
+GO_FILES = [
+    "api/core/v1/types.go", "api/apps/v1/types.go", "api/policy/v1/types.go",
+    "api/autoscaling/v1/types.go", "api/coordination/v1/types.go", "api/events/v1/types.go",
+    "apimachinery/pkg/apis/meta/v1/types.go",
+]
+GO_FIELD_RE = re.compile(
+    r'^\s*(?:\w+\s+)?(\*?)[\w.\[\]]+\s+`json:"([^"]*)"[^`]*protobuf:"[^"]*name=(\w+)')
+
+
+def go_facts():
+    """{(struct lowercased, proto field name): (pointer, omitempty)} from the Go types."""
+    if not GO_SRC:
+        sys.exit("set GO_SRC (see the module docs)")
+    facts = {}
+    for rel in GO_FILES:
+        struct = None
+        for line in open(os.path.join(GO_SRC, rel)):
+            m = re.match(r"^type (\w+) struct \{", line)
+            if m:
+                struct = m.group(1).lower()
+                continue
+            if line.startswith("}"):
+                struct = None
+                continue
+            m = GO_FIELD_RE.match(line)
+            if struct and m:
+                ptr, json_tag, proto = m.groups()
+                opts = json_tag.split(",")[1:]
+                facts[(struct, proto)] = (ptr == "*", "omitempty" in opts or "omitzero" in opts)
+    return facts
+
 
 FIELD_RE = re.compile(
     r'#\[prost\((?P<attr>[^\]]*)\)\]\s*pub (?:r#)?(?P<name>\w+):\s*(?P<ty>.*?),\n(?=\s*(?:///|#\[|$))',
@@ -148,6 +186,7 @@ def main():
                 inline.add((m, tag))
                 if names_of.get(ref) is None:
                     names_of[ref] = own
+    facts = go_facts()
     for m in sorted(seen):
         names = names_of[m] or []
         by_norm = {norm(n): n for n in names}
@@ -164,6 +203,14 @@ def main():
             else:
                 ty = {"string": "Str", "bool": "Bool", "int32": "I32", "int64": "I64"}[kind]
             c = {"single": "One", "repeated": "Many", "map": "Map"}[card]
+            if card == "single" and kind != "message":
+                fact = facts.get((m.rsplit(".", 1)[1].lower(), json))
+                if fact is None:
+                    # newer than the Go sources: show zeros (a dropped pointer zero changes meaning)
+                    unmatched.append("%s.%s: no Go field, zero kept" % (m, json))
+                    c = "Keep"
+                elif fact[0] or not fact[1]:
+                    c = "Keep"
             if (m, tag) in inline:
                 c = "Inline"
             out.append("            f(%d, %r, %s, %s),\n" % (tag, json, c, ty))

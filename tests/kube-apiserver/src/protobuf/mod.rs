@@ -20,15 +20,13 @@
 //! | `FieldsV1` | `{raw}` | the embedded JSON |
 //! | embedded Go structs (`VolumeSource` in `Volume`, ...) | a field | their fields inline in the parent |
 //!
-//! Presence: Go's protobuf encoder writes every non-pointer field, zero or not,
-//! and pointer fields only when set, so the wire cannot tell `replicas: 0`
-//! (a pointer set to zero) from an unset `minReadySeconds` (a value field,
-//! `omitempty`). Empty strings are dropped (what `omitempty` does, and no
-//! pointer-to-string field gives "" a meaning the server acts on); numbers and
-//! booleans are kept as sent, since dropping a pointer's zero changes meaning
-//! (`gracePeriodSeconds: 0`, `replicas: 0`) while keeping a value field's zero
-//! does not. So an object created from protobuf may show `paused: false` or
-//! `minReadySeconds: 0` where the real server omits them.
+//! Presence: Go's protobuf encoder writes every value (non-pointer) field,
+//! zero or not, and pointer fields only when set; its JSON encoder leaves a
+//! value field's zero out when the field is `omitempty`. The tables carry
+//! that fact per field (from the Go types), so a zero is dropped for
+//! `minReadySeconds` or `hostPort` (value, `omitempty`) and kept for
+//! `replicas` or `gracePeriodSeconds` (pointers: zero is a choice) and for
+//! fields without `omitempty`, as the real server's JSON shows them.
 //!
 //! Unknown field numbers are skipped, as Go's generated unmarshallers do.
 //! Responses are not encoded as protobuf: a client that accepts only protobuf
@@ -74,8 +72,11 @@ pub enum DecodeError {
 /// How often a field occurs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Card {
-    /// Singular.
+    /// Singular; a zero scalar ("", 0, false) is left out (a Go value field
+    /// with `omitempty`).
     One,
+    /// Singular; a zero scalar is shown (a Go pointer, or no `omitempty`).
+    Keep,
     /// Repeated (packed or not, for scalars).
     Many,
     /// `map<string, T>`.
@@ -256,7 +257,7 @@ fn decode_into(
         };
         let field = &msg.fields[i];
         match field.card {
-            Card::One => {
+            Card::One | Card::Keep => {
                 if let Some(v) = single(field, wt, &mut r).map_err(wire)? {
                     out.insert(field.json.into(), v);
                 } else {
@@ -307,11 +308,16 @@ fn decode_into(
 /// A singular field's JSON value, `None` when it is to be left out.
 fn single(field: &Field, wt: u8, r: &mut Reader<'_>) -> Result<Option<Value>, String> {
     let v = element(field, wt, r)?;
-    Ok(match (&field.ty, &v) {
-        (Ty::Str, Value::String(s)) if s.is_empty() => None,
-        (_, Value::Null) => None,
-        _ => Some(v),
-    })
+    // only scalars have Go zero values to leave out: a message (or a special
+    // type such as IntOrString 0) on the wire was set
+    let zero = match (&field.ty, &v) {
+        (_, Value::Null) => return Ok(None),
+        (Ty::Str, Value::String(s)) => s.is_empty(),
+        (Ty::Bool, Value::Bool(b)) => !b,
+        (Ty::I32 | Ty::I64, Value::Number(n)) => n.as_i64() == Some(0),
+        _ => false,
+    };
+    Ok((!zero || field.card == Card::Keep).then_some(v))
 }
 
 /// The JSON value of one occurrence of `field` (one list element, one map value).

@@ -21,8 +21,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.apps.v1.DaemonSetCondition",
         fields: &[
-            f(1, "type", One, Str),
-            f(2, "status", One, Str),
+            f(1, "type", Keep, Str),
+            f(2, "status", Keep, Str),
             f(3, "lastTransitionTime", One, Special(Sp::Time)),
             f(4, "reason", One, Str),
             f(5, "message", One, Str),
@@ -45,21 +45,21 @@ pub(crate) static MESSAGES: &[Message] = &[
                 Msg("api.apps.v1.DaemonSetUpdateStrategy"),
             ),
             f(4, "minReadySeconds", One, I32),
-            f(6, "revisionHistoryLimit", One, I32),
+            f(6, "revisionHistoryLimit", Keep, I32),
         ],
     },
     Message {
         name: "api.apps.v1.DaemonSetStatus",
         fields: &[
-            f(1, "currentNumberScheduled", One, I32),
-            f(2, "numberMisscheduled", One, I32),
-            f(3, "desiredNumberScheduled", One, I32),
-            f(4, "numberReady", One, I32),
+            f(1, "currentNumberScheduled", Keep, I32),
+            f(2, "numberMisscheduled", Keep, I32),
+            f(3, "desiredNumberScheduled", Keep, I32),
+            f(4, "numberReady", Keep, I32),
             f(5, "observedGeneration", One, I64),
             f(6, "updatedNumberScheduled", One, I32),
             f(7, "numberAvailable", One, I32),
             f(8, "numberUnavailable", One, I32),
-            f(9, "collisionCount", One, I32),
+            f(9, "collisionCount", Keep, I32),
             f(
                 10,
                 "conditions",
@@ -96,8 +96,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.apps.v1.DeploymentCondition",
         fields: &[
-            f(1, "type", One, Str),
-            f(2, "status", One, Str),
+            f(1, "type", Keep, Str),
+            f(2, "status", Keep, Str),
             f(4, "reason", One, Str),
             f(5, "message", One, Str),
             f(6, "lastUpdateTime", One, Special(Sp::Time)),
@@ -107,7 +107,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.apps.v1.DeploymentSpec",
         fields: &[
-            f(1, "replicas", One, I32),
+            f(1, "replicas", Keep, I32),
             f(
                 2,
                 "selector",
@@ -117,9 +117,9 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(3, "template", One, Msg("api.core.v1.PodTemplateSpec")),
             f(4, "strategy", One, Msg("api.apps.v1.DeploymentStrategy")),
             f(5, "minReadySeconds", One, I32),
-            f(6, "revisionHistoryLimit", One, I32),
+            f(6, "revisionHistoryLimit", Keep, I32),
             f(7, "paused", One, Bool),
-            f(9, "progressDeadlineSeconds", One, I32),
+            f(9, "progressDeadlineSeconds", Keep, I32),
         ],
     },
     Message {
@@ -137,8 +137,8 @@ pub(crate) static MESSAGES: &[Message] = &[
                 Msg("api.apps.v1.DeploymentCondition"),
             ),
             f(7, "readyReplicas", One, I32),
-            f(8, "collisionCount", One, I32),
-            f(9, "terminatingReplicas", One, I32),
+            f(8, "collisionCount", Keep, I32),
+            f(9, "terminatingReplicas", Keep, I32),
         ],
     },
     Message {
@@ -169,8 +169,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.apps.v1.ReplicaSetCondition",
         fields: &[
-            f(1, "type", One, Str),
-            f(2, "status", One, Str),
+            f(1, "type", Keep, Str),
+            f(2, "status", Keep, Str),
             f(3, "lastTransitionTime", One, Special(Sp::Time)),
             f(4, "reason", One, Str),
             f(5, "message", One, Str),
@@ -179,7 +179,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.apps.v1.ReplicaSetSpec",
         fields: &[
-            f(1, "replicas", One, I32),
+            f(1, "replicas", Keep, I32),
             f(
                 2,
                 "selector",
@@ -193,7 +193,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.apps.v1.ReplicaSetStatus",
         fields: &[
-            f(1, "replicas", One, I32),
+            f(1, "replicas", Keep, I32),
             f(2, "fullyLabeledReplicas", One, I32),
             f(3, "observedGeneration", One, I64),
             f(4, "readyReplicas", One, I32),
@@ -204,7 +204,7 @@ pub(crate) static MESSAGES: &[Message] = &[
                 Many,
                 Msg("api.apps.v1.ReplicaSetCondition"),
             ),
-            f(7, "terminatingReplicas", One, I32),
+            f(7, "terminatingReplicas", Keep, I32),
         ],
     },
     Message {
@@ -240,7 +240,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.autoscaling.v1.ScaleStatus",
-        fields: &[f(1, "replicas", One, I32), f(2, "selector", One, Str)],
+        fields: &[f(1, "replicas", Keep, I32), f(2, "selector", One, Str)],
     },
     Message {
         name: "api.coordination.v1.Lease",
@@ -257,13 +257,13 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.coordination.v1.LeaseSpec",
         fields: &[
-            f(1, "holderIdentity", One, Str),
-            f(2, "leaseDurationSeconds", One, I32),
+            f(1, "holderIdentity", Keep, Str),
+            f(2, "leaseDurationSeconds", Keep, I32),
             f(3, "acquireTime", One, Special(Sp::MicroTime)),
             f(4, "renewTime", One, Special(Sp::MicroTime)),
-            f(5, "leaseTransitions", One, I32),
-            f(6, "strategy", One, Str),
-            f(7, "preferredHolder", One, Str),
+            f(5, "leaseTransitions", Keep, I32),
+            f(6, "strategy", Keep, Str),
+            f(7, "preferredHolder", Keep, Str),
         ],
     },
     Message {
@@ -281,16 +281,16 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.core.v1.AppArmorProfile",
-        fields: &[f(1, "type", One, Str), f(2, "localhostProfile", One, Str)],
+        fields: &[f(1, "type", Keep, Str), f(2, "localhostProfile", Keep, Str)],
     },
     Message {
         name: "api.core.v1.AttachedVolume",
-        fields: &[f(1, "name", One, Str), f(2, "devicePath", One, Str)],
+        fields: &[f(1, "name", Keep, Str), f(2, "devicePath", Keep, Str)],
     },
     Message {
         name: "api.core.v1.AwsElasticBlockStoreVolumeSource",
         fields: &[
-            f(1, "volumeID", One, Str),
+            f(1, "volumeID", Keep, Str),
             f(2, "fsType", One, Str),
             f(3, "partition", One, I32),
             f(4, "readOnly", One, Bool),
@@ -299,19 +299,19 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.AzureDiskVolumeSource",
         fields: &[
-            f(1, "diskName", One, Str),
-            f(2, "diskURI", One, Str),
-            f(3, "cachingMode", One, Str),
-            f(4, "fsType", One, Str),
-            f(5, "readOnly", One, Bool),
-            f(6, "kind", One, Str),
+            f(1, "diskName", Keep, Str),
+            f(2, "diskURI", Keep, Str),
+            f(3, "cachingMode", Keep, Str),
+            f(4, "fsType", Keep, Str),
+            f(5, "readOnly", Keep, Bool),
+            f(6, "kind", Keep, Str),
         ],
     },
     Message {
         name: "api.core.v1.AzureFileVolumeSource",
         fields: &[
-            f(1, "secretName", One, Str),
-            f(2, "shareName", One, Str),
+            f(1, "secretName", Keep, Str),
+            f(2, "shareName", Keep, Str),
             f(3, "readOnly", One, Bool),
         ],
     },
@@ -330,9 +330,9 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.CSIVolumeSource",
         fields: &[
-            f(1, "driver", One, Str),
-            f(2, "readOnly", One, Bool),
-            f(3, "fsType", One, Str),
+            f(1, "driver", Keep, Str),
+            f(2, "readOnly", Keep, Bool),
+            f(3, "fsType", Keep, Str),
             f(4, "volumeAttributes", Map, Str),
             f(
                 5,
@@ -360,7 +360,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.CinderVolumeSource",
         fields: &[
-            f(1, "volumeID", One, Str),
+            f(1, "volumeID", Keep, Str),
             f(2, "fsType", One, Str),
             f(3, "readOnly", One, Bool),
             f(4, "secretRef", One, Msg("api.core.v1.LocalObjectReference")),
@@ -368,46 +368,46 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.core.v1.ClientIpConfig",
-        fields: &[f(1, "timeoutSeconds", One, I32)],
+        fields: &[f(1, "timeoutSeconds", Keep, I32)],
     },
     Message {
         name: "api.core.v1.ClusterTrustBundleProjection",
         fields: &[
-            f(1, "name", One, Str),
-            f(2, "signerName", One, Str),
+            f(1, "name", Keep, Str),
+            f(2, "signerName", Keep, Str),
             f(
                 3,
                 "labelSelector",
                 One,
                 Msg("apimachinery.pkg.apis.meta.v1.LabelSelector"),
             ),
-            f(4, "path", One, Str),
-            f(5, "optional", One, Bool),
+            f(4, "path", Keep, Str),
+            f(5, "optional", Keep, Bool),
         ],
     },
     Message {
         name: "api.core.v1.ConfigMapEnvSource",
         fields: &[
             f(1, "", Inline, Msg("api.core.v1.LocalObjectReference")),
-            f(2, "optional", One, Bool),
+            f(2, "optional", Keep, Bool),
         ],
     },
     Message {
         name: "api.core.v1.ConfigMapKeySelector",
         fields: &[
             f(1, "", Inline, Msg("api.core.v1.LocalObjectReference")),
-            f(2, "key", One, Str),
-            f(3, "optional", One, Bool),
+            f(2, "key", Keep, Str),
+            f(3, "optional", Keep, Bool),
         ],
     },
     Message {
         name: "api.core.v1.ConfigMapNodeConfigSource",
         fields: &[
-            f(1, "namespace", One, Str),
-            f(2, "name", One, Str),
+            f(1, "namespace", Keep, Str),
+            f(2, "name", Keep, Str),
             f(3, "uid", One, Str),
             f(4, "resourceVersion", One, Str),
-            f(5, "kubeletConfigKey", One, Str),
+            f(5, "kubeletConfigKey", Keep, Str),
         ],
     },
     Message {
@@ -415,7 +415,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "", Inline, Msg("api.core.v1.LocalObjectReference")),
             f(2, "items", Many, Msg("api.core.v1.KeyToPath")),
-            f(4, "optional", One, Bool),
+            f(4, "optional", Keep, Bool),
         ],
     },
     Message {
@@ -423,14 +423,14 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "", Inline, Msg("api.core.v1.LocalObjectReference")),
             f(2, "items", Many, Msg("api.core.v1.KeyToPath")),
-            f(3, "defaultMode", One, I32),
-            f(4, "optional", One, Bool),
+            f(3, "defaultMode", Keep, I32),
+            f(4, "optional", Keep, Bool),
         ],
     },
     Message {
         name: "api.core.v1.Container",
         fields: &[
-            f(1, "name", One, Str),
+            f(1, "name", Keep, Str),
             f(2, "image", One, Str),
             f(3, "command", Many, Str),
             f(4, "args", Many, Str),
@@ -463,7 +463,7 @@ pub(crate) static MESSAGES: &[Message] = &[
                 Many,
                 Msg("api.core.v1.ContainerResizePolicy"),
             ),
-            f(24, "restartPolicy", One, Str),
+            f(24, "restartPolicy", Keep, Str),
             f(
                 25,
                 "restartPolicyRules",
@@ -475,9 +475,9 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.ContainerExtendedResourceRequest",
         fields: &[
-            f(1, "containerName", One, Str),
-            f(2, "resourceName", One, Str),
-            f(3, "requestName", One, Str),
+            f(1, "containerName", Keep, Str),
+            f(2, "resourceName", Keep, Str),
+            f(3, "requestName", Keep, Str),
         ],
     },
     Message {
@@ -489,7 +489,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "name", One, Str),
             f(2, "hostPort", One, I32),
-            f(3, "containerPort", One, I32),
+            f(3, "containerPort", Keep, I32),
             f(4, "protocol", One, Str),
             f(5, "hostIP", One, Str),
         ],
@@ -497,8 +497,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.ContainerResizePolicy",
         fields: &[
-            f(1, "resourceName", One, Str),
-            f(2, "restartPolicy", One, Str),
+            f(1, "resourceName", Keep, Str),
+            f(2, "restartPolicy", Keep, Str),
         ],
     },
     Message {
@@ -537,7 +537,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.ContainerStateTerminated",
         fields: &[
-            f(1, "exitCode", One, I32),
+            f(1, "exitCode", Keep, I32),
             f(2, "signal", One, I32),
             f(3, "reason", One, Str),
             f(4, "message", One, Str),
@@ -553,15 +553,15 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.ContainerStatus",
         fields: &[
-            f(1, "name", One, Str),
+            f(1, "name", Keep, Str),
             f(2, "state", One, Msg("api.core.v1.ContainerState")),
             f(3, "lastState", One, Msg("api.core.v1.ContainerState")),
-            f(4, "ready", One, Bool),
-            f(5, "restartCount", One, I32),
-            f(6, "image", One, Str),
-            f(7, "imageID", One, Str),
+            f(4, "ready", Keep, Bool),
+            f(5, "restartCount", Keep, I32),
+            f(6, "image", Keep, Str),
+            f(7, "imageID", Keep, Str),
             f(8, "containerID", One, Str),
-            f(9, "started", One, Bool),
+            f(9, "started", Keep, Bool),
             f(10, "allocatedResources", Map, Special(Sp::Quantity)),
             f(
                 11,
@@ -582,7 +582,7 @@ pub(crate) static MESSAGES: &[Message] = &[
                 Many,
                 Msg("api.core.v1.ResourceStatus"),
             ),
-            f(15, "stopSignal", One, Str),
+            f(15, "stopSignal", Keep, Str),
         ],
     },
     Message {
@@ -591,7 +591,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.core.v1.DaemonEndpoint",
-        fields: &[f(1, "Port", One, I32)],
+        fields: &[f(1, "Port", Keep, I32)],
     },
     Message {
         name: "api.core.v1.DownwardAPIProjection",
@@ -605,7 +605,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.DownwardAPIVolumeFile",
         fields: &[
-            f(1, "path", One, Str),
+            f(1, "path", Keep, Str),
             f(2, "fieldRef", One, Msg("api.core.v1.ObjectFieldSelector")),
             f(
                 3,
@@ -613,14 +613,14 @@ pub(crate) static MESSAGES: &[Message] = &[
                 One,
                 Msg("api.core.v1.ResourceFieldSelector"),
             ),
-            f(4, "mode", One, I32),
+            f(4, "mode", Keep, I32),
         ],
     },
     Message {
         name: "api.core.v1.DownwardAPIVolumeSource",
         fields: &[
             f(1, "items", Many, Msg("api.core.v1.DownwardAPIVolumeFile")),
-            f(2, "defaultMode", One, I32),
+            f(2, "defaultMode", Keep, I32),
         ],
     },
     Message {
@@ -646,7 +646,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.EnvVar",
         fields: &[
-            f(1, "name", One, Str),
+            f(1, "name", Keep, Str),
             f(2, "value", One, Str),
             f(3, "valueFrom", One, Msg("api.core.v1.EnvVarSource")),
         ],
@@ -681,7 +681,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.EphemeralContainerCommon",
         fields: &[
-            f(1, "name", One, Str),
+            f(1, "name", Keep, Str),
             f(2, "image", One, Str),
             f(3, "command", Many, Str),
             f(4, "args", Many, Str),
@@ -714,7 +714,7 @@ pub(crate) static MESSAGES: &[Message] = &[
                 Many,
                 Msg("api.core.v1.ContainerResizePolicy"),
             ),
-            f(24, "restartPolicy", One, Str),
+            f(24, "restartPolicy", Keep, Str),
             f(
                 25,
                 "restartPolicyRules",
@@ -753,14 +753,14 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(11, "series", One, Msg("api.core.v1.EventSeries")),
             f(12, "action", One, Str),
             f(13, "related", One, Msg("api.core.v1.ObjectReference")),
-            f(14, "reportingComponent", One, Str),
+            f(14, "reportingComponent", Keep, Str),
             f(15, "reportingInstance", One, Str),
         ],
     },
     Message {
         name: "api.core.v1.EventSeries",
         fields: &[
-            f(1, "count", One, I32),
+            f(1, "count", Keep, I32),
             f(2, "lastObservedTime", One, Special(Sp::MicroTime)),
         ],
     },
@@ -776,7 +776,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "api.core.v1.FcVolumeSource",
         fields: &[
             f(1, "targetWWNs", Many, Str),
-            f(2, "lun", One, I32),
+            f(2, "lun", Keep, I32),
             f(3, "fsType", One, Str),
             f(4, "readOnly", One, Bool),
             f(5, "wwids", Many, Str),
@@ -785,16 +785,16 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.FileKeySelector",
         fields: &[
-            f(1, "volumeName", One, Str),
-            f(2, "path", One, Str),
-            f(3, "key", One, Str),
-            f(4, "optional", One, Bool),
+            f(1, "volumeName", Keep, Str),
+            f(2, "path", Keep, Str),
+            f(3, "key", Keep, Str),
+            f(4, "optional", Keep, Bool),
         ],
     },
     Message {
         name: "api.core.v1.FlexVolumeSource",
         fields: &[
-            f(1, "driver", One, Str),
+            f(1, "driver", Keep, Str),
             f(2, "fsType", One, Str),
             f(3, "secretRef", One, Msg("api.core.v1.LocalObjectReference")),
             f(4, "readOnly", One, Bool),
@@ -808,7 +808,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.GcePersistentDiskVolumeSource",
         fields: &[
-            f(1, "pdName", One, Str),
+            f(1, "pdName", Keep, Str),
             f(2, "fsType", One, Str),
             f(3, "partition", One, I32),
             f(4, "readOnly", One, Bool),
@@ -817,7 +817,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.GitRepoVolumeSource",
         fields: &[
-            f(1, "repository", One, Str),
+            f(1, "repository", Keep, Str),
             f(2, "revision", One, Str),
             f(3, "directory", One, Str),
         ],
@@ -825,26 +825,26 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.GlusterfsVolumeSource",
         fields: &[
-            f(1, "endpoints", One, Str),
-            f(2, "path", One, Str),
+            f(1, "endpoints", Keep, Str),
+            f(2, "path", Keep, Str),
             f(3, "readOnly", One, Bool),
         ],
     },
     Message {
         name: "api.core.v1.GrpcAction",
-        fields: &[f(1, "port", One, I32), f(2, "service", One, Str)],
+        fields: &[f(1, "port", Keep, I32), f(2, "service", Keep, Str)],
     },
     Message {
         name: "api.core.v1.HostAlias",
-        fields: &[f(1, "ip", One, Str), f(2, "hostnames", Many, Str)],
+        fields: &[f(1, "ip", Keep, Str), f(2, "hostnames", Many, Str)],
     },
     Message {
         name: "api.core.v1.HostIp",
-        fields: &[f(1, "ip", One, Str)],
+        fields: &[f(1, "ip", Keep, Str)],
     },
     Message {
         name: "api.core.v1.HostPathVolumeSource",
-        fields: &[f(1, "path", One, Str), f(2, "type", One, Str)],
+        fields: &[f(1, "path", Keep, Str), f(2, "type", Keep, Str)],
     },
     Message {
         name: "api.core.v1.HttpGetAction",
@@ -858,7 +858,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.core.v1.HttpHeader",
-        fields: &[f(1, "name", One, Str), f(2, "value", One, Str)],
+        fields: &[f(1, "name", Keep, Str), f(2, "value", Keep, Str)],
     },
     Message {
         name: "api.core.v1.ImageVolumeSource",
@@ -867,9 +867,9 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.IscsiVolumeSource",
         fields: &[
-            f(1, "targetPortal", One, Str),
-            f(2, "iqn", One, Str),
-            f(3, "lun", One, I32),
+            f(1, "targetPortal", Keep, Str),
+            f(2, "iqn", Keep, Str),
+            f(3, "lun", Keep, I32),
             f(4, "iscsiInterface", One, Str),
             f(5, "fsType", One, Str),
             f(6, "readOnly", One, Bool),
@@ -882,15 +882,15 @@ pub(crate) static MESSAGES: &[Message] = &[
                 Msg("api.core.v1.LocalObjectReference"),
             ),
             f(11, "chapAuthSession", One, Bool),
-            f(12, "initiatorName", One, Str),
+            f(12, "initiatorName", Keep, Str),
         ],
     },
     Message {
         name: "api.core.v1.KeyToPath",
         fields: &[
-            f(1, "key", One, Str),
-            f(2, "path", One, Str),
-            f(3, "mode", One, I32),
+            f(1, "key", Keep, Str),
+            f(2, "path", Keep, Str),
+            f(3, "mode", Keep, I32),
         ],
     },
     Message {
@@ -898,7 +898,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "postStart", One, Msg("api.core.v1.LifecycleHandler")),
             f(2, "preStop", One, Msg("api.core.v1.LifecycleHandler")),
-            f(3, "stopSignal", One, Str),
+            f(3, "stopSignal", Keep, Str),
         ],
     },
     Message {
@@ -913,8 +913,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.LinuxContainerUser",
         fields: &[
-            f(1, "uid", One, I64),
-            f(2, "gid", One, I64),
+            f(1, "uid", Keep, I64),
+            f(2, "gid", Keep, I64),
             f(3, "supplementalGroups", Many, I64),
         ],
     },
@@ -923,7 +923,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "ip", One, Str),
             f(2, "hostname", One, Str),
-            f(3, "ipMode", One, Str),
+            f(3, "ipMode", Keep, Str),
             f(4, "ports", Many, Msg("api.core.v1.PortStatus")),
         ],
     },
@@ -956,8 +956,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.NamespaceCondition",
         fields: &[
-            f(1, "type", One, Str),
-            f(2, "status", One, Str),
+            f(1, "type", Keep, Str),
+            f(2, "status", Keep, Str),
             f(4, "lastTransitionTime", One, Special(Sp::Time)),
             f(5, "reason", One, Str),
             f(6, "message", One, Str),
@@ -977,8 +977,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.NfsVolumeSource",
         fields: &[
-            f(1, "server", One, Str),
-            f(2, "path", One, Str),
+            f(1, "server", Keep, Str),
+            f(2, "path", Keep, Str),
             f(3, "readOnly", One, Bool),
         ],
     },
@@ -997,7 +997,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.core.v1.NodeAddress",
-        fields: &[f(1, "type", One, Str), f(2, "address", One, Str)],
+        fields: &[f(1, "type", Keep, Str), f(2, "address", Keep, Str)],
     },
     Message {
         name: "api.core.v1.NodeAffinity",
@@ -1019,8 +1019,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.NodeCondition",
         fields: &[
-            f(1, "type", One, Str),
-            f(2, "status", One, Str),
+            f(1, "type", Keep, Str),
+            f(2, "status", Keep, Str),
             f(3, "lastHeartbeatTime", One, Special(Sp::Time)),
             f(4, "lastTransitionTime", One, Special(Sp::Time)),
             f(5, "reason", One, Str),
@@ -1056,12 +1056,12 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.core.v1.NodeFeatures",
-        fields: &[f(1, "supplementalGroupsPolicy", One, Bool)],
+        fields: &[f(1, "supplementalGroupsPolicy", Keep, Bool)],
     },
     Message {
         name: "api.core.v1.NodeRuntimeHandler",
         fields: &[
-            f(1, "name", One, Str),
+            f(1, "name", Keep, Str),
             f(
                 2,
                 "features",
@@ -1073,8 +1073,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.NodeRuntimeHandlerFeatures",
         fields: &[
-            f(1, "recursiveReadOnlyMounts", One, Bool),
-            f(2, "userNamespaces", One, Bool),
+            f(1, "recursiveReadOnlyMounts", Keep, Bool),
+            f(2, "userNamespaces", Keep, Bool),
         ],
     },
     Message {
@@ -1089,8 +1089,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.NodeSelectorRequirement",
         fields: &[
-            f(1, "key", One, Str),
-            f(2, "operator", One, Str),
+            f(1, "key", Keep, Str),
+            f(2, "operator", Keep, Str),
             f(3, "values", Many, Str),
         ],
     },
@@ -1159,27 +1159,27 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.core.v1.NodeSwapStatus",
-        fields: &[f(1, "capacity", One, I64)],
+        fields: &[f(1, "capacity", Keep, I64)],
     },
     Message {
         name: "api.core.v1.NodeSystemInfo",
         fields: &[
-            f(1, "machineID", One, Str),
-            f(2, "systemUUID", One, Str),
-            f(3, "bootID", One, Str),
-            f(4, "kernelVersion", One, Str),
-            f(5, "osImage", One, Str),
-            f(6, "containerRuntimeVersion", One, Str),
-            f(7, "kubeletVersion", One, Str),
-            f(8, "kubeProxyVersion", One, Str),
-            f(9, "operatingSystem", One, Str),
-            f(10, "architecture", One, Str),
+            f(1, "machineID", Keep, Str),
+            f(2, "systemUUID", Keep, Str),
+            f(3, "bootID", Keep, Str),
+            f(4, "kernelVersion", Keep, Str),
+            f(5, "osImage", Keep, Str),
+            f(6, "containerRuntimeVersion", Keep, Str),
+            f(7, "kubeletVersion", Keep, Str),
+            f(8, "kubeProxyVersion", Keep, Str),
+            f(9, "operatingSystem", Keep, Str),
+            f(10, "architecture", Keep, Str),
             f(11, "swap", One, Msg("api.core.v1.NodeSwapStatus")),
         ],
     },
     Message {
         name: "api.core.v1.ObjectFieldSelector",
-        fields: &[f(1, "apiVersion", One, Str), f(2, "fieldPath", One, Str)],
+        fields: &[f(1, "apiVersion", One, Str), f(2, "fieldPath", Keep, Str)],
     },
     Message {
         name: "api.core.v1.ObjectReference",
@@ -1210,8 +1210,8 @@ pub(crate) static MESSAGES: &[Message] = &[
                 One,
                 Msg("apimachinery.pkg.apis.meta.v1.LabelSelector"),
             ),
-            f(5, "storageClassName", One, Str),
-            f(6, "volumeMode", One, Str),
+            f(5, "storageClassName", Keep, Str),
+            f(6, "volumeMode", Keep, Str),
             f(
                 7,
                 "dataSource",
@@ -1224,7 +1224,7 @@ pub(crate) static MESSAGES: &[Message] = &[
                 One,
                 Msg("api.core.v1.TypedObjectReference"),
             ),
-            f(9, "volumeAttributesClassName", One, Str),
+            f(9, "volumeAttributesClassName", Keep, Str),
         ],
     },
     Message {
@@ -1241,11 +1241,11 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.core.v1.PersistentVolumeClaimVolumeSource",
-        fields: &[f(1, "claimName", One, Str), f(2, "readOnly", One, Bool)],
+        fields: &[f(1, "claimName", Keep, Str), f(2, "readOnly", One, Bool)],
     },
     Message {
         name: "api.core.v1.PhotonPersistentDiskVolumeSource",
-        fields: &[f(1, "pdID", One, Str), f(2, "fsType", One, Str)],
+        fields: &[f(1, "pdID", Keep, Str), f(2, "fsType", One, Str)],
     },
     Message {
         name: "api.core.v1.Pod",
@@ -1287,7 +1287,7 @@ pub(crate) static MESSAGES: &[Message] = &[
                 Msg("apimachinery.pkg.apis.meta.v1.LabelSelector"),
             ),
             f(2, "namespaces", Many, Str),
-            f(3, "topologyKey", One, Str),
+            f(3, "topologyKey", Keep, Str),
             f(
                 4,
                 "namespaceSelector",
@@ -1320,7 +1320,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "signerName", One, Str),
             f(2, "keyType", One, Str),
-            f(3, "maxExpirationSeconds", One, I32),
+            f(3, "maxExpirationSeconds", Keep, I32),
             f(4, "credentialBundlePath", One, Str),
             f(5, "keyPath", One, Str),
             f(6, "certificateChainPath", One, Str),
@@ -1330,8 +1330,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.PodCondition",
         fields: &[
-            f(1, "type", One, Str),
-            f(2, "status", One, Str),
+            f(1, "type", Keep, Str),
+            f(2, "status", Keep, Str),
             f(3, "lastProbeTime", One, Special(Sp::Time)),
             f(4, "lastTransitionTime", One, Special(Sp::Time)),
             f(5, "reason", One, Str),
@@ -1349,7 +1349,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.core.v1.PodDnsConfigOption",
-        fields: &[f(1, "name", One, Str), f(2, "value", One, Str)],
+        fields: &[f(1, "name", One, Str), f(2, "value", Keep, Str)],
     },
     Message {
         name: "api.core.v1.PodExtendedResourceClaimStatus",
@@ -1360,46 +1360,49 @@ pub(crate) static MESSAGES: &[Message] = &[
                 Many,
                 Msg("api.core.v1.ContainerExtendedResourceRequest"),
             ),
-            f(2, "resourceClaimName", One, Str),
+            f(2, "resourceClaimName", Keep, Str),
         ],
     },
     Message {
         name: "api.core.v1.PodIp",
-        fields: &[f(1, "ip", One, Str)],
+        fields: &[f(1, "ip", Keep, Str)],
     },
     Message {
         name: "api.core.v1.PodOs",
-        fields: &[f(1, "name", One, Str)],
+        fields: &[f(1, "name", Keep, Str)],
     },
     Message {
         name: "api.core.v1.PodReadinessGate",
-        fields: &[f(1, "conditionType", One, Str)],
+        fields: &[f(1, "conditionType", Keep, Str)],
     },
     Message {
         name: "api.core.v1.PodResourceClaim",
         fields: &[
-            f(1, "name", One, Str),
-            f(3, "resourceClaimName", One, Str),
-            f(4, "resourceClaimTemplateName", One, Str),
+            f(1, "name", Keep, Str),
+            f(3, "resourceClaimName", Keep, Str),
+            f(4, "resourceClaimTemplateName", Keep, Str),
         ],
     },
     Message {
         name: "api.core.v1.PodResourceClaimStatus",
-        fields: &[f(1, "name", One, Str), f(2, "resourceClaimName", One, Str)],
+        fields: &[
+            f(1, "name", Keep, Str),
+            f(2, "resourceClaimName", Keep, Str),
+        ],
     },
     Message {
         name: "api.core.v1.PodSchedulingGate",
-        fields: &[f(1, "name", One, Str)],
+        fields: &[f(1, "name", Keep, Str)],
     },
     Message {
         name: "api.core.v1.PodSecurityContext",
         fields: &[
             f(1, "seLinuxOptions", One, Msg("api.core.v1.SeLinuxOptions")),
-            f(2, "runAsUser", One, I64),
-            f(3, "runAsNonRoot", One, Bool),
+            f(2, "runAsUser", Keep, I64),
+            f(3, "runAsNonRoot", Keep, Bool),
             f(4, "supplementalGroups", Many, I64),
-            f(5, "fsGroup", One, I64),
-            f(6, "runAsGroup", One, I64),
+            f(5, "fsGroup", Keep, I64),
+            f(6, "runAsGroup", Keep, I64),
             f(7, "sysctls", Many, Msg("api.core.v1.Sysctl")),
             f(
                 8,
@@ -1407,7 +1410,7 @@ pub(crate) static MESSAGES: &[Message] = &[
                 One,
                 Msg("api.core.v1.WindowsSecurityContextOptions"),
             ),
-            f(9, "fsGroupChangePolicy", One, Str),
+            f(9, "fsGroupChangePolicy", Keep, Str),
             f(10, "seccompProfile", One, Msg("api.core.v1.SeccompProfile")),
             f(
                 11,
@@ -1415,8 +1418,8 @@ pub(crate) static MESSAGES: &[Message] = &[
                 One,
                 Msg("api.core.v1.AppArmorProfile"),
             ),
-            f(12, "supplementalGroupsPolicy", One, Str),
-            f(13, "seLinuxChangePolicy", One, Str),
+            f(12, "supplementalGroupsPolicy", Keep, Str),
+            f(13, "seLinuxChangePolicy", Keep, Str),
         ],
     },
     Message {
@@ -1425,8 +1428,8 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(1, "volumes", Many, Msg("api.core.v1.Volume")),
             f(2, "containers", Many, Msg("api.core.v1.Container")),
             f(3, "restartPolicy", One, Str),
-            f(4, "terminationGracePeriodSeconds", One, I64),
-            f(5, "activeDeadlineSeconds", One, I64),
+            f(4, "terminationGracePeriodSeconds", Keep, I64),
+            f(5, "activeDeadlineSeconds", Keep, I64),
             f(6, "dnsPolicy", One, Str),
             f(7, "nodeSelector", Map, Str),
             f(8, "serviceAccountName", One, Str),
@@ -1452,22 +1455,22 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(18, "affinity", One, Msg("api.core.v1.Affinity")),
             f(19, "schedulerName", One, Str),
             f(20, "initContainers", Many, Msg("api.core.v1.Container")),
-            f(21, "automountServiceAccountToken", One, Bool),
+            f(21, "automountServiceAccountToken", Keep, Bool),
             f(22, "tolerations", Many, Msg("api.core.v1.Toleration")),
             f(23, "hostAliases", Many, Msg("api.core.v1.HostAlias")),
             f(24, "priorityClassName", One, Str),
-            f(25, "priority", One, I32),
+            f(25, "priority", Keep, I32),
             f(26, "dnsConfig", One, Msg("api.core.v1.PodDnsConfig")),
-            f(27, "shareProcessNamespace", One, Bool),
+            f(27, "shareProcessNamespace", Keep, Bool),
             f(
                 28,
                 "readinessGates",
                 Many,
                 Msg("api.core.v1.PodReadinessGate"),
             ),
-            f(29, "runtimeClassName", One, Str),
-            f(30, "enableServiceLinks", One, Bool),
-            f(31, "preemptionPolicy", One, Str),
+            f(29, "runtimeClassName", Keep, Str),
+            f(30, "enableServiceLinks", Keep, Bool),
+            f(31, "preemptionPolicy", Keep, Str),
             f(32, "overhead", Map, Special(Sp::Quantity)),
             f(
                 33,
@@ -1481,9 +1484,9 @@ pub(crate) static MESSAGES: &[Message] = &[
                 Many,
                 Msg("api.core.v1.EphemeralContainer"),
             ),
-            f(35, "setHostnameAsFQDN", One, Bool),
+            f(35, "setHostnameAsFQDN", Keep, Bool),
             f(36, "os", One, Msg("api.core.v1.PodOs")),
-            f(37, "hostUsers", One, Bool),
+            f(37, "hostUsers", Keep, Bool),
             f(
                 38,
                 "schedulingGates",
@@ -1502,7 +1505,7 @@ pub(crate) static MESSAGES: &[Message] = &[
                 One,
                 Msg("api.core.v1.ResourceRequirements"),
             ),
-            f(41, "hostnameOverride", One, Str),
+            f(41, "hostnameOverride", Keep, Str),
             f(42, "workloadRef", One, Msg("api.core.v1.WorkloadReference")),
         ],
     },
@@ -1576,15 +1579,15 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.PortStatus",
         fields: &[
-            f(1, "port", One, I32),
-            f(2, "protocol", One, Str),
-            f(3, "error", One, Str),
+            f(1, "port", Keep, I32),
+            f(2, "protocol", Keep, Str),
+            f(3, "error", Keep, Str),
         ],
     },
     Message {
         name: "api.core.v1.PortworxVolumeSource",
         fields: &[
-            f(1, "volumeID", One, Str),
+            f(1, "volumeID", Keep, Str),
             f(2, "fsType", One, Str),
             f(3, "readOnly", One, Bool),
         ],
@@ -1592,7 +1595,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.PreferredSchedulingTerm",
         fields: &[
-            f(1, "weight", One, I32),
+            f(1, "weight", Keep, I32),
             f(2, "preference", One, Msg("api.core.v1.NodeSelectorTerm")),
         ],
     },
@@ -1605,7 +1608,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(4, "periodSeconds", One, I32),
             f(5, "successThreshold", One, I32),
             f(6, "failureThreshold", One, I32),
-            f(7, "terminationGracePeriodSeconds", One, I64),
+            f(7, "terminationGracePeriodSeconds", Keep, I64),
         ],
     },
     Message {
@@ -1621,14 +1624,14 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "api.core.v1.ProjectedVolumeSource",
         fields: &[
             f(1, "sources", Many, Msg("api.core.v1.VolumeProjection")),
-            f(2, "defaultMode", One, I32),
+            f(2, "defaultMode", Keep, I32),
         ],
     },
     Message {
         name: "api.core.v1.QuobyteVolumeSource",
         fields: &[
-            f(1, "registry", One, Str),
-            f(2, "volume", One, Str),
+            f(1, "registry", Keep, Str),
+            f(2, "volume", Keep, Str),
             f(3, "readOnly", One, Bool),
             f(4, "user", One, Str),
             f(5, "group", One, Str),
@@ -1639,7 +1642,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "api.core.v1.RbdVolumeSource",
         fields: &[
             f(1, "monitors", Many, Str),
-            f(2, "image", One, Str),
+            f(2, "image", Keep, Str),
             f(3, "fsType", One, Str),
             f(4, "pool", One, Str),
             f(5, "user", One, Str),
@@ -1650,19 +1653,19 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.core.v1.ResourceClaim",
-        fields: &[f(1, "name", One, Str), f(2, "request", One, Str)],
+        fields: &[f(1, "name", Keep, Str), f(2, "request", One, Str)],
     },
     Message {
         name: "api.core.v1.ResourceFieldSelector",
         fields: &[
             f(1, "containerName", One, Str),
-            f(2, "resource", One, Str),
+            f(2, "resource", Keep, Str),
             f(3, "divisor", One, Special(Sp::Quantity)),
         ],
     },
     Message {
         name: "api.core.v1.ResourceHealth",
-        fields: &[f(1, "resourceID", One, Str), f(2, "health", One, Str)],
+        fields: &[f(1, "resourceID", Keep, Str), f(2, "health", One, Str)],
     },
     Message {
         name: "api.core.v1.ResourceRequirements",
@@ -1675,15 +1678,15 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.ResourceStatus",
         fields: &[
-            f(1, "name", One, Str),
+            f(1, "name", Keep, Str),
             f(2, "resources", Many, Msg("api.core.v1.ResourceHealth")),
         ],
     },
     Message {
         name: "api.core.v1.ScaleIoVolumeSource",
         fields: &[
-            f(1, "gateway", One, Str),
-            f(2, "system", One, Str),
+            f(1, "gateway", Keep, Str),
+            f(2, "system", Keep, Str),
             f(3, "secretRef", One, Msg("api.core.v1.LocalObjectReference")),
             f(4, "sslEnabled", One, Bool),
             f(5, "protectionDomain", One, Str),
@@ -1705,21 +1708,21 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.core.v1.SeccompProfile",
-        fields: &[f(1, "type", One, Str), f(2, "localhostProfile", One, Str)],
+        fields: &[f(1, "type", Keep, Str), f(2, "localhostProfile", Keep, Str)],
     },
     Message {
         name: "api.core.v1.SecretEnvSource",
         fields: &[
             f(1, "", Inline, Msg("api.core.v1.LocalObjectReference")),
-            f(2, "optional", One, Bool),
+            f(2, "optional", Keep, Bool),
         ],
     },
     Message {
         name: "api.core.v1.SecretKeySelector",
         fields: &[
             f(1, "", Inline, Msg("api.core.v1.LocalObjectReference")),
-            f(2, "key", One, Str),
-            f(3, "optional", One, Bool),
+            f(2, "key", Keep, Str),
+            f(3, "optional", Keep, Bool),
         ],
     },
     Message {
@@ -1727,7 +1730,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "", Inline, Msg("api.core.v1.LocalObjectReference")),
             f(2, "items", Many, Msg("api.core.v1.KeyToPath")),
-            f(4, "optional", One, Bool),
+            f(4, "optional", Keep, Bool),
         ],
     },
     Message {
@@ -1735,22 +1738,22 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "secretName", One, Str),
             f(2, "items", Many, Msg("api.core.v1.KeyToPath")),
-            f(3, "defaultMode", One, I32),
-            f(4, "optional", One, Bool),
+            f(3, "defaultMode", Keep, I32),
+            f(4, "optional", Keep, Bool),
         ],
     },
     Message {
         name: "api.core.v1.SecurityContext",
         fields: &[
             f(1, "capabilities", One, Msg("api.core.v1.Capabilities")),
-            f(2, "privileged", One, Bool),
+            f(2, "privileged", Keep, Bool),
             f(3, "seLinuxOptions", One, Msg("api.core.v1.SeLinuxOptions")),
-            f(4, "runAsUser", One, I64),
-            f(5, "runAsNonRoot", One, Bool),
-            f(6, "readOnlyRootFilesystem", One, Bool),
-            f(7, "allowPrivilegeEscalation", One, Bool),
-            f(8, "runAsGroup", One, I64),
-            f(9, "procMount", One, Str),
+            f(4, "runAsUser", Keep, I64),
+            f(5, "runAsNonRoot", Keep, Bool),
+            f(6, "readOnlyRootFilesystem", Keep, Bool),
+            f(7, "allowPrivilegeEscalation", Keep, Bool),
+            f(8, "runAsGroup", Keep, I64),
+            f(9, "procMount", Keep, Str),
             f(
                 10,
                 "windowsOptions",
@@ -1783,8 +1786,8 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "api.core.v1.ServiceAccountTokenProjection",
         fields: &[
             f(1, "audience", One, Str),
-            f(2, "expirationSeconds", One, I64),
-            f(3, "path", One, Str),
+            f(2, "expirationSeconds", Keep, I64),
+            f(3, "path", Keep, Str),
         ],
     },
     Message {
@@ -1792,10 +1795,10 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "name", One, Str),
             f(2, "protocol", One, Str),
-            f(3, "port", One, I32),
+            f(3, "port", Keep, I32),
             f(4, "targetPort", One, Special(Sp::IntOrString)),
             f(5, "nodePort", One, I32),
-            f(6, "appProtocol", One, Str),
+            f(6, "appProtocol", Keep, Str),
         ],
     },
     Message {
@@ -1819,13 +1822,13 @@ pub(crate) static MESSAGES: &[Message] = &[
                 One,
                 Msg("api.core.v1.SessionAffinityConfig"),
             ),
-            f(17, "ipFamilyPolicy", One, Str),
+            f(17, "ipFamilyPolicy", Keep, Str),
             f(18, "clusterIPs", Many, Str),
             f(19, "ipFamilies", Many, Str),
-            f(20, "allocateLoadBalancerNodePorts", One, Bool),
-            f(21, "loadBalancerClass", One, Str),
-            f(22, "internalTrafficPolicy", One, Str),
-            f(23, "trafficDistribution", One, Str),
+            f(20, "allocateLoadBalancerNodePorts", Keep, Bool),
+            f(21, "loadBalancerClass", Keep, Str),
+            f(22, "internalTrafficPolicy", Keep, Str),
+            f(23, "trafficDistribution", Keep, Str),
         ],
     },
     Message {
@@ -1851,7 +1854,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.core.v1.SleepAction",
-        fields: &[f(1, "seconds", One, I64)],
+        fields: &[f(1, "seconds", Keep, I64)],
     },
     Message {
         name: "api.core.v1.StorageOsVolumeSource",
@@ -1865,14 +1868,14 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.core.v1.Sysctl",
-        fields: &[f(1, "name", One, Str), f(2, "value", One, Str)],
+        fields: &[f(1, "name", Keep, Str), f(2, "value", Keep, Str)],
     },
     Message {
         name: "api.core.v1.Taint",
         fields: &[
-            f(1, "key", One, Str),
+            f(1, "key", Keep, Str),
             f(2, "value", One, Str),
-            f(3, "effect", One, Str),
+            f(3, "effect", Keep, Str),
             f(4, "timeAdded", One, Special(Sp::Time)),
         ],
     },
@@ -1890,74 +1893,74 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(2, "operator", One, Str),
             f(3, "value", One, Str),
             f(4, "effect", One, Str),
-            f(5, "tolerationSeconds", One, I64),
+            f(5, "tolerationSeconds", Keep, I64),
         ],
     },
     Message {
         name: "api.core.v1.TopologySpreadConstraint",
         fields: &[
-            f(1, "maxSkew", One, I32),
-            f(2, "topologyKey", One, Str),
-            f(3, "whenUnsatisfiable", One, Str),
+            f(1, "maxSkew", Keep, I32),
+            f(2, "topologyKey", Keep, Str),
+            f(3, "whenUnsatisfiable", Keep, Str),
             f(
                 4,
                 "labelSelector",
                 One,
                 Msg("apimachinery.pkg.apis.meta.v1.LabelSelector"),
             ),
-            f(5, "minDomains", One, I32),
-            f(6, "nodeAffinityPolicy", One, Str),
-            f(7, "nodeTaintsPolicy", One, Str),
+            f(5, "minDomains", Keep, I32),
+            f(6, "nodeAffinityPolicy", Keep, Str),
+            f(7, "nodeTaintsPolicy", Keep, Str),
             f(8, "matchLabelKeys", Many, Str),
         ],
     },
     Message {
         name: "api.core.v1.TypedLocalObjectReference",
         fields: &[
-            f(1, "apiGroup", One, Str),
-            f(2, "kind", One, Str),
-            f(3, "name", One, Str),
+            f(1, "apiGroup", Keep, Str),
+            f(2, "kind", Keep, Str),
+            f(3, "name", Keep, Str),
         ],
     },
     Message {
         name: "api.core.v1.TypedObjectReference",
         fields: &[
-            f(1, "apiGroup", One, Str),
-            f(2, "kind", One, Str),
-            f(3, "name", One, Str),
-            f(4, "namespace", One, Str),
+            f(1, "apiGroup", Keep, Str),
+            f(2, "kind", Keep, Str),
+            f(3, "name", Keep, Str),
+            f(4, "namespace", Keep, Str),
         ],
     },
     Message {
         name: "api.core.v1.Volume",
         fields: &[
-            f(1, "name", One, Str),
+            f(1, "name", Keep, Str),
             f(2, "", Inline, Msg("api.core.v1.VolumeSource")),
         ],
     },
     Message {
         name: "api.core.v1.VolumeDevice",
-        fields: &[f(1, "name", One, Str), f(2, "devicePath", One, Str)],
+        fields: &[f(1, "name", Keep, Str), f(2, "devicePath", Keep, Str)],
     },
     Message {
         name: "api.core.v1.VolumeMount",
         fields: &[
-            f(1, "name", One, Str),
+            f(1, "name", Keep, Str),
             f(2, "readOnly", One, Bool),
-            f(3, "mountPath", One, Str),
+            f(3, "mountPath", Keep, Str),
             f(4, "subPath", One, Str),
-            f(5, "mountPropagation", One, Str),
+            f(5, "mountPropagation", Keep, Str),
             f(6, "subPathExpr", One, Str),
-            f(7, "recursiveReadOnly", One, Str),
+            f(7, "recursiveReadOnly", Keep, Str),
         ],
     },
     Message {
         name: "api.core.v1.VolumeMountStatus",
         fields: &[
-            f(1, "name", One, Str),
-            f(2, "mountPath", One, Str),
+            f(1, "name", Keep, Str),
+            f(2, "mountPath", Keep, Str),
             f(3, "readOnly", One, Bool),
-            f(4, "recursiveReadOnly", One, Str),
+            f(4, "recursiveReadOnly", Keep, Str),
         ],
     },
     Message {
@@ -2106,7 +2109,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.VsphereVirtualDiskVolumeSource",
         fields: &[
-            f(1, "volumePath", One, Str),
+            f(1, "volumePath", Keep, Str),
             f(2, "fsType", One, Str),
             f(3, "storagePolicyName", One, Str),
             f(4, "storagePolicyID", One, Str),
@@ -2115,7 +2118,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.WeightedPodAffinityTerm",
         fields: &[
-            f(1, "weight", One, I32),
+            f(1, "weight", Keep, I32),
             f(
                 2,
                 "podAffinityTerm",
@@ -2127,18 +2130,18 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.WindowsSecurityContextOptions",
         fields: &[
-            f(1, "gmsaCredentialSpecName", One, Str),
-            f(2, "gmsaCredentialSpec", One, Str),
-            f(3, "runAsUserName", One, Str),
-            f(4, "hostProcess", One, Bool),
+            f(1, "gmsaCredentialSpecName", Keep, Str),
+            f(2, "gmsaCredentialSpec", Keep, Str),
+            f(3, "runAsUserName", Keep, Str),
+            f(4, "hostProcess", Keep, Bool),
         ],
     },
     Message {
         name: "api.core.v1.WorkloadReference",
         fields: &[
-            f(1, "name", One, Str),
-            f(2, "podGroup", One, Str),
-            f(3, "podGroupReplicaKey", One, Str),
+            f(1, "name", Keep, Str),
+            f(2, "podGroup", Keep, Str),
+            f(3, "podGroupReplicaKey", Keep, Str),
         ],
     },
     Message {
@@ -2169,7 +2172,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.events.v1.EventSeries",
         fields: &[
-            f(1, "count", One, I32),
+            f(1, "count", Keep, I32),
             f(2, "lastObservedTime", One, Special(Sp::MicroTime)),
         ],
     },
@@ -2193,31 +2196,31 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "apimachinery.pkg.apis.meta.v1.Condition",
         fields: &[
-            f(1, "type", One, Str),
-            f(2, "status", One, Str),
+            f(1, "type", Keep, Str),
+            f(2, "status", Keep, Str),
             f(3, "observedGeneration", One, I64),
             f(4, "lastTransitionTime", One, Special(Sp::Time)),
-            f(5, "reason", One, Str),
-            f(6, "message", One, Str),
+            f(5, "reason", Keep, Str),
+            f(6, "message", Keep, Str),
         ],
     },
     Message {
         name: "apimachinery.pkg.apis.meta.v1.DeleteOptions",
         fields: &[
-            f(1, "gracePeriodSeconds", One, I64),
+            f(1, "gracePeriodSeconds", Keep, I64),
             f(
                 2,
                 "preconditions",
                 One,
                 Msg("apimachinery.pkg.apis.meta.v1.Preconditions"),
             ),
-            f(3, "orphanDependents", One, Bool),
-            f(4, "propagationPolicy", One, Str),
+            f(3, "orphanDependents", Keep, Bool),
+            f(4, "propagationPolicy", Keep, Str),
             f(5, "dryRun", Many, Str),
             f(
                 6,
                 "ignoreStoreReadErrorWithClusterBreakingPotential",
-                One,
+                Keep,
                 Bool,
             ),
         ],
@@ -2237,8 +2240,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement",
         fields: &[
-            f(1, "key", One, Str),
-            f(2, "operator", One, Str),
+            f(1, "key", Keep, Str),
+            f(2, "operator", Keep, Str),
             f(3, "values", Many, Str),
         ],
     },
@@ -2266,7 +2269,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(7, "generation", One, I64),
             f(8, "creationTimestamp", One, Special(Sp::Time)),
             f(9, "deletionTimestamp", One, Special(Sp::Time)),
-            f(10, "deletionGracePeriodSeconds", One, I64),
+            f(10, "deletionGracePeriodSeconds", Keep, I64),
             f(11, "labels", Map, Str),
             f(12, "annotations", Map, Str),
             f(
@@ -2287,16 +2290,16 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "apimachinery.pkg.apis.meta.v1.OwnerReference",
         fields: &[
-            f(1, "kind", One, Str),
-            f(3, "name", One, Str),
-            f(4, "uid", One, Str),
-            f(5, "apiVersion", One, Str),
-            f(6, "controller", One, Bool),
-            f(7, "blockOwnerDeletion", One, Bool),
+            f(1, "kind", Keep, Str),
+            f(3, "name", Keep, Str),
+            f(4, "uid", Keep, Str),
+            f(5, "apiVersion", Keep, Str),
+            f(6, "controller", Keep, Bool),
+            f(7, "blockOwnerDeletion", Keep, Bool),
         ],
     },
     Message {
         name: "apimachinery.pkg.apis.meta.v1.Preconditions",
-        fields: &[f(1, "uid", One, Str), f(2, "resourceVersion", One, Str)],
+        fields: &[f(1, "uid", Keep, Str), f(2, "resourceVersion", Keep, Str)],
     },
 ];

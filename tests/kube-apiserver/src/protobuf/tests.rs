@@ -132,10 +132,10 @@ fn what_kubectl_create_namespace_sends() {
     ];
     assert_eq!(
         decode(body).unwrap(),
-        // every empty string and the zero creationTimestamp are dropped;
-        // generation 0 (a value field) is kept, see the module docs
+        // the zero values of omitempty value fields and the zero
+        // creationTimestamp are left out
         json!({"apiVersion": "v1", "kind": "Namespace",
-               "metadata": {"name": "t1", "generation": 0}, "spec": {}, "status": {}})
+               "metadata": {"name": "t1"}, "spec": {}, "status": {}})
     );
 }
 
@@ -151,8 +151,12 @@ fn deployment_with_nested_and_special_fields() {
             ..Default::default()
         }),
         spec: Some(apps::DeploymentSpec {
-            // a pointer set to zero must survive
+            // pointers set to zero survive; value fields' zeros (what Go
+            // writes for every unset value field) do not
             replicas: Some(0),
+            revision_history_limit: Some(0),
+            min_ready_seconds: Some(0),
+            paused: Some(false),
             selector: Some(meta::LabelSelector {
                 match_labels: labels.clone(),
                 ..Default::default()
@@ -162,7 +166,7 @@ fn deployment_with_nested_and_special_fields() {
                 rolling_update: Some(apps::RollingUpdateDeployment {
                     max_unavailable: Some(IntOrString {
                         r#type: Some(0),
-                        int_val: Some(1),
+                        int_val: Some(0),
                         str_val: s(""),
                     }),
                     max_surge: Some(IntOrString {
@@ -183,6 +187,7 @@ fn deployment_with_nested_and_special_fields() {
                         image: s("nginx:1.25"),
                         ports: vec![core::ContainerPort {
                             container_port: Some(80),
+                            host_port: Some(0),
                             protocol: s("TCP"),
                             ..Default::default()
                         }],
@@ -216,9 +221,10 @@ fn deployment_with_nested_and_special_fields() {
             "metadata": {"name": "d1", "labels": {"app": "d1"}},
             "spec": {
                 "replicas": 0,
+                "revisionHistoryLimit": 0,
                 "selector": {"matchLabels": {"app": "d1"}},
                 "strategy": {"type": "RollingUpdate",
-                             "rollingUpdate": {"maxUnavailable": 1, "maxSurge": "25%"}},
+                             "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
                 "template": {
                     "metadata": {"labels": {"app": "d1"}},
                     "spec": {
@@ -346,6 +352,19 @@ fn wire_details() {
     let want = json!({"values": [1, 150]});
     assert_eq!(decode_message(name, &unpacked).unwrap(), want);
     assert_eq!(decode_message(name, &packed).unwrap(), want);
+    // zeros of value fields without omitempty are shown, as Go's JSON does
+    let cs = core::ContainerStatus {
+        name: s("c"),
+        ready: Some(false),
+        restart_count: Some(0),
+        image: s(""),
+        started: Some(false),
+        ..Default::default()
+    };
+    assert_eq!(
+        decode_message("api.core.v1.ContainerStatus", &cs.encode_to_vec()).unwrap(),
+        json!({"name": "c", "ready": false, "restartCount": 0, "image": "", "started": false})
+    );
     // negative int32s are sign-extended 10-byte varints
     let neg = meta::ObjectMeta {
         deletion_grace_period_seconds: Some(-1),

@@ -2,6 +2,7 @@
 
 pub mod core;
 pub mod delete;
+pub mod imperative;
 pub mod kubectl;
 pub mod patch;
 pub mod runtime;
