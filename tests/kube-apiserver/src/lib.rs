@@ -26,9 +26,10 @@
 //!   to them from aggregated discovery), `/version` (v1.33), `/healthz`,
 //!   `/livez`, `/readyz`, and minimal OpenAPI v3 documents (see
 //!   [`discovery`]). `/openapi/v2` is 404, which kubectl tolerates.
-//! - Resources: core/v1 `nodes` (+status), `pods` (+status, +binding),
-//!   `namespaces` (+status, +finalize), `events`, `services` (+status);
-//!   apps/v1 `deployments`, `replicasets`, `daemonsets` (each +status);
+//! - Resources: core/v1 `nodes` (+status), `pods` (+status, +binding,
+//!   +eviction), `namespaces` (+status, +finalize), `events`, `services`
+//!   (+status); apps/v1 `deployments`, `replicasets` (each +status,
+//!   +scale), `daemonsets` (+status);
 //!   coordination.k8s.io/v1 `leases`; events.k8s.io/v1 `events` (the same
 //!   objects as core/v1 events, converted, as in the real server).
 //! - Verbs: get, list, watch, create, update, patch, delete,
@@ -131,18 +132,42 @@
 //!   error"; `Warn`, the default: dropped with a `Warning` header;
 //!   `Ignore`: dropped). Missing required fields are left to validation
 //!   (422), as the real decoder fills zero values. See [`typed`].
+//! - Scale (`autoscaling/v1` `Scale` on `deployments/scale` and
+//!   `replicasets/scale`, listed in discovery with its group and version):
+//!   get, update (PUT) and patch (merge, JSON, strategic). The view carries
+//!   the parent's name, namespace, uid, resourceVersion and
+//!   creationTimestamp, `spec.replicas` (left out when 0, as `omitempty`
+//!   does), `status.replicas` and `status.selector` in the label selector's
+//!   string form (`app=d1,tier in (a,b)`). A write changes only the parent's
+//!   `spec.replicas` (its generation moves; managedFields record the
+//!   `scale` subresource); a stale `metadata.resourceVersion` is 409,
+//!   negative replicas 422 on `Scale.autoscaling`. Server-side apply to
+//!   `/scale` is refused with 415 (the real server accepts it).
+//!   StatefulSets are not stored, so they have no scale.
+//! - Eviction (`policy/v1` `Eviction`, POST on `pods/<name>/eviction`,
+//!   listed in discovery so `kubectl drain` finds it): deletes the pod with
+//!   the Eviction's `deleteOptions` exactly as a delete does (graceful for a
+//!   bound pod: it waits for its kubelet) and answers 201 with a `Status`.
+//!   No PodDisruptionBudgets are stored, so an eviction is never refused
+//!   with 429 TooManyRequests.
+//! - JSON patch `replace` of a missing key in an existing object sets it,
+//!   as the real server's json-patch library does (`kubectl rollout undo`
+//!   replaces `/metadata/annotations`).
 //! - Errors are `Status` objects with the real `reason`, `code`, `details`.
 //!
 //! # What it does not do
 //!
-//! No scheduler, kubelet, garbage collector or workload controllers (a
-//! Deployment gets no ReplicaSet or Pods; tests create pods themselves and
-//! set `spec.nodeName` or use the `binding` subresource), no admission
+//! The server alone runs no scheduler, kubelet, garbage collector or
+//! workload controllers (a Deployment gets no ReplicaSet or Pods unless
+//! something plays those controllers; tests create pods themselves and set
+//! `spec.nodeName` or use the `binding` subresource), no admission
 //! plugins besides NamespaceLifecycle (no ServiceAccount token volumes, no
 //! default tolerations, no priority), no webhooks, no authentication or
 //! authorization, no protobuf responses, no CRDs, no OpenAPI schemas (`kubectl
 //! explain` fails), no `kubectl logs/exec/port-forward` (the pod
-//! subresources are 404).
+//! subresources are 404). Kinds it does not store (ConfigMaps, Secrets,
+//! StatefulSets, Jobs, HorizontalPodAutoscalers, PodDisruptionBudgets, ...)
+//! are 404, as an unknown resource is on the real server.
 //!
 //! # kubectl
 //!
@@ -153,11 +178,20 @@
 //! (client-side, and `--server-side` with conflicts and
 //! `--force-conflicts`), `replace`, `patch` (all types, `--subresource
 //! status`), `label`, `annotate`, `delete` (including `--grace-period=0
-//! --force` and namespaces), `wait --for=condition|delete|jsonpath`, `run`
-//! and `api-resources`, and the generators whose typed clients send
-//! protobuf bodies (`kubectl create namespace|deployment|service`; kinds this
-//! server does not store, such as `configmap`, get 404); `kubectl explain` fails because there are no
-//! schemas; `scale`, `logs`, `exec`, `port-forward` get 404.
+//! --force` and namespaces), `wait --for=condition|delete|jsonpath`, `run`,
+//! `expose`, `set image`, `api-resources`, the generators whose typed
+//! clients send protobuf bodies (`kubectl create namespace|deployment|
+//! service`; kinds this server does not store, such as `configmap`, get
+//! 404), `scale` (deployments and replica sets, `--current-replicas`),
+//! `rollout history|undo|restart|pause|resume|status` (history and undo read
+//! the ReplicaSets a deployment controller makes, and status waits for the
+//! status one writes: this server alone writes neither), `cordon`,
+//! `uncordon` and `drain` (`--ignore-daemonsets`; eviction, or
+//! `--disable-eviction` deletes with protobuf DeleteOptions). `kubectl
+//! explain` fails because there are no schemas; `logs`, `exec`,
+//! `port-forward`, `top` and `autoscale` get 404. The scenarios in
+//! `tests/scenarios/kubectl.rs` and `tests/scenarios/imperative.rs` run each
+//! of these and check the stored result.
 //!
 //! Field selectors on events.k8s.io/v1 use its own labels (`regarding.*`,
 //! `reportingController`, `reason`, `type`), converted to the core ones.
@@ -184,6 +218,7 @@
 //! ```
 
 pub mod api;
+pub mod cluster;
 pub mod discovery;
 pub mod errors;
 pub mod kinds;

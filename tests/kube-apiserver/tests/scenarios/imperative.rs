@@ -511,6 +511,35 @@ pub async fn cordon_and_drain(ctx: Ctx) {
         .unwrap();
     ctx.client.request_text(req).await.unwrap();
     assert!(pods.get_opt("web-b").await.unwrap().is_none());
+    // drain by deleting (the typed client sends DeleteOptions as protobuf)
+    pods.create(
+        &PostParams::default(),
+        &owned_pod("web-c", &n2, "ReplicaSet", "web", &rs_uid),
+    )
+    .await
+    .unwrap();
+    let c = ctx.clone();
+    let node_name = n2.clone();
+    let out = blocking(move || {
+        kubectl(
+            &c,
+            &[
+                "drain",
+                &node_name,
+                "--disable-eviction",
+                "--grace-period=0",
+                "--timeout=20s",
+            ],
+        )
+    })
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("pod/web-c deleted"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(pods.get_opt("web-c").await.unwrap().is_none());
     for n in [&n1, &n2] {
         nodes.delete(n, &DeleteParams::default()).await.unwrap();
     }
