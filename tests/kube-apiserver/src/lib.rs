@@ -218,7 +218,6 @@
 //! ```
 
 pub mod api;
-pub mod cluster;
 pub mod discovery;
 pub mod errors;
 pub mod kinds;
