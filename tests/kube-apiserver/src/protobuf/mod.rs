@@ -5,7 +5,7 @@
 //! The wire form is the 4-byte magic `k8s\0` followed by a `runtime.Unknown`
 //! envelope: `typeMeta` (apiVersion, kind), `raw` (the object's own protobuf
 //! encoding), `contentEncoding`, `contentType`. The object is decoded by one
-//! generic walker over field tables ([`schema`], generated from the upstream
+//! generic walker over field tables (`schema.rs`, generated from the upstream
 //! protobuf definitions as packaged by the `k8s-pb` crate, with the JSON
 //! names of `k8s-openapi`) into the JSON form the rest of the server handles.
 //! The types whose JSON form differs from their protobuf shape are mapped as
