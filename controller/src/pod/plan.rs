@@ -180,6 +180,9 @@ pub struct ContainerView {
     pub spec: Result<ModuleSpec, SpecError>,
     /// What it shows; `None` for an invalid container.
     pub observed: Option<Observed>,
+    /// Package URL of the module as installed, when known (differs from the spec's while an
+    /// in-place image change is under way).
+    pub installed: Option<String>,
 }
 
 /// The outcome of [`plan`].
@@ -403,6 +406,11 @@ pub fn plan(
             .map(|(name, m)| ContainerView {
                 name: name.clone(),
                 spec: m.clone(),
+                installed: m
+                    .as_ref()
+                    .ok()
+                    .and_then(|m| mem.modules.get(&m.key()))
+                    .map(|t| t.spec.url.clone()),
                 observed: m.as_ref().ok().map(|m| {
                     let key = m.key();
                     if p.deleting && !desired.contains_key(&key) {

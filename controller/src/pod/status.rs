@@ -219,7 +219,7 @@ fn container_status(
     let (container_id, image_id) = match &c.spec {
         Ok(m) if reported => (
             Some(format!("koupleless://{}/{}", cx.base, m.key())),
-            m.url.clone(),
+            c.installed.clone().unwrap_or_else(|| m.url.clone()),
         ),
         _ => (None, String::new()),
     };
@@ -343,6 +343,19 @@ fn owned(s: &PodStatus) -> Value {
         .filter(|c| OWNED_CONDITIONS.contains(&c.type_.as_str()))
         .collect();
     conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+    // Conditions merge by type: an explicit null removes the reason of an earlier False.
+    let conditions: Vec<Value> = conditions
+        .into_iter()
+        .map(|c| {
+            json!({
+                "type": c.type_,
+                "status": c.status,
+                "lastTransitionTime": c.last_transition_time,
+                "reason": c.reason,
+                "message": c.message,
+            })
+        })
+        .collect();
     json!({
         "phase": s.phase,
         "conditions": conditions,
@@ -478,6 +491,7 @@ mod tests {
     fn reported(name: &str, state: BizState) -> ContainerView {
         ContainerView {
             name: name.into(),
+            installed: None,
             spec: Ok(spec(name)),
             observed: Some(Observed::Reported {
                 record: rec(name, state),
@@ -535,6 +549,7 @@ mod tests {
             (
                 ContainerView {
                     name: "biz1".into(),
+                    installed: None,
                     spec: Ok(spec("biz1")),
                     observed: Some(Observed::Reported {
                         record: rec("biz1", BizState::Deactivated),
@@ -547,6 +562,7 @@ mod tests {
             (
                 ContainerView {
                     name: "biz1".into(),
+                    installed: None,
                     spec: Ok(spec("biz1")),
                     observed: Some(Observed::Installing { unreachable: false }),
                 },
@@ -556,6 +572,7 @@ mod tests {
             (
                 ContainerView {
                     name: "biz1".into(),
+                    installed: None,
                     spec: Ok(spec("biz1")),
                     observed: Some(Observed::Installing { unreachable: true }),
                 },
@@ -565,6 +582,7 @@ mod tests {
             (
                 ContainerView {
                     name: "biz1".into(),
+                    installed: None,
                     spec: Ok(spec("biz1")),
                     observed: Some(Observed::Failed {
                         reason: "FAILED".into(),
@@ -577,6 +595,7 @@ mod tests {
             (
                 ContainerView {
                     name: "biz1".into(),
+                    installed: None,
                     spec: Ok(spec("biz1")),
                     observed: Some(Observed::Gone),
                 },
@@ -586,6 +605,7 @@ mod tests {
             (
                 ContainerView {
                     name: "biz1".into(),
+                    installed: None,
                     spec: Err(SpecError::MissingVersion {
                         container: "biz1".into(),
                     }),
@@ -677,11 +697,41 @@ mod tests {
     }
 
     /// Applies a status as the API server would store it (JSON round trip).
+    /// Applies the patch as the API server's strategic merge does: conditions merge by
+    /// `type` field by field (null removes), other lists are replaced.
     fn applied(p: &Pod, s: &PodStatus) -> Pod {
         let mut v = serde_json::to_value(p).unwrap();
+        if v["status"].is_null() {
+            v["status"] = json!({});
+        }
         let patch = status_patch(p, s).unwrap();
         for (k, val) in patch["status"].as_object().unwrap() {
-            v["status"][k] = val.clone();
+            if k != "conditions" {
+                v["status"][k] = val.clone();
+                continue;
+            }
+            let mut list = v["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for c in val.as_array().unwrap() {
+                let slot = list.iter_mut().find(|o| o["type"] == c["type"]);
+                let target = match slot {
+                    Some(o) => o,
+                    None => {
+                        list.push(json!({}));
+                        list.last_mut().unwrap()
+                    }
+                };
+                for (ck, cv) in c.as_object().unwrap() {
+                    if cv.is_null() {
+                        target.as_object_mut().unwrap().remove(ck);
+                    } else {
+                        target[ck] = cv.clone();
+                    }
+                }
+            }
+            v["status"]["conditions"] = Value::Array(list);
         }
         serde_json::from_value(v).unwrap()
     }
@@ -721,6 +771,11 @@ mod tests {
         assert_eq!(s3.start_time, s1.start_time);
         let p3 = applied(&p1, &s3);
         assert_eq!(status_patch(&p3, &pod_status(&p3, &views2, &cx(400))), None);
+        // Ready again: the reason of the False condition goes, and then nothing is written.
+        let s4 = pod_status(&p3, &views, &cx(500));
+        let p4 = applied(&p3, &s4);
+        assert_eq!(cond(p4.status.as_ref().unwrap(), "Ready").reason, None);
+        assert_eq!(status_patch(&p4, &pod_status(&p4, &views, &cx(600))), None);
     }
 
     #[test]
@@ -730,6 +785,7 @@ mod tests {
         let p1 = applied(&p0, &pod_status(&p0, &run, &cx(100)));
         let gone = [ContainerView {
             name: "biz1".into(),
+            installed: None,
             spec: Ok(spec("biz1")),
             observed: Some(Observed::Gone),
         }];
@@ -771,6 +827,7 @@ mod tests {
         );
         let sup = [ContainerView {
             name: "biz1".into(),
+            installed: None,
             spec: Ok(spec("biz1")),
             observed: Some(Observed::Reported {
                 record: rec("biz1", BizState::Deactivated),
@@ -782,6 +839,17 @@ mod tests {
             ev.iter().map(|e| e.reason).collect::<Vec<_>>(),
             ["Superseded"]
         );
+    }
+
+    #[test]
+    fn image_id_is_the_package_installed() {
+        let p = pod(json!({}));
+        let mut v = reported("biz1", BizState::Activated);
+        v.installed = Some("https://r/old.jar".into());
+        let s = pod_status(&p, &[v], &cx(1));
+        let c = &s.container_statuses.as_ref().unwrap()[0];
+        assert_eq!(c.image, "https://r/biz1.jar", "what the Pod asks for");
+        assert_eq!(c.image_id, "https://r/old.jar", "what runs");
     }
 
     #[test]
