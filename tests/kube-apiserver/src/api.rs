@@ -2265,21 +2265,23 @@ fn scale_subresource(r: &Req<'_>, method: &Method) -> ApiResult<Response> {
     let key = r.key(name);
     let view = |obj: &Value| scale::scale_of(obj).map_err(ApiError::internal);
     if *method == Method::GET {
-        if negotiate(r.headers)? != Render::Object {
-            return Err(ApiError::not_acceptable(
-                r.headers
-                    .get(http::header::ACCEPT)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or(""),
-            ));
-        }
+        let render = negotiate(r.headers)?;
         let obj = r
             .app
             .store
             .lock()
             .get(&key)
             .ok_or_else(|| ApiError::not_found(r.target(name)))?;
-        return Ok(json_response(StatusCode::OK, &view(&obj)?));
+        let s = view(&obj)?;
+        let out = match render {
+            Render::Object => s,
+            Render::Metadata => table::partial_metadata(&s),
+            Render::Table => scale::scale_table(
+                &s,
+                IncludeObject::parse(r.q.get("includeObject").map(String::as_str)),
+            ),
+        };
+        return Ok(json_response(StatusCode::OK, &out));
     }
     if *method != Method::PUT && *method != Method::PATCH {
         return Err(ApiError::method_not_allowed());

@@ -141,7 +141,9 @@
 //!   string form (`app=d1,tier in (a,b)`). A write changes only the parent's
 //!   `spec.replicas` (its generation moves; managedFields record the
 //!   `scale` subresource); a stale `metadata.resourceVersion` is 409,
-//!   negative replicas 422 on `Scale.autoscaling`. Server-side apply to
+//!   negative replicas 422 on `Scale.autoscaling`. As a `Table` it has the
+//!   real printer's Name, Desired, Available columns (`kubectl get deploy d1
+//!   --subresource=scale`). Server-side apply to
 //!   `/scale` is refused with 415 (the real server accepts it).
 //!   StatefulSets are not stored, so they have no scale.
 //! - Eviction (`policy/v1` `Eviction`, POST on `pods/<name>/eviction`,

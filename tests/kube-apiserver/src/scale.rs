@@ -8,6 +8,7 @@
 
 use crate::errors::{Cause, invalid_value};
 use crate::resources::{ResourceDef, Storage};
+use crate::table::{IncludeObject, partial_metadata};
 use serde_json::{Map, Value, json};
 
 /// Whether `def` has a `scale` subresource here (the real server also has one
@@ -86,6 +87,33 @@ pub fn scale_of(obj: &Value) -> Result<Value, String> {
         "spec": spec,
         "status": status,
     }))
+}
+
+/// The server-side `Table` of a Scale (`kubectl get deploy d1
+/// --subresource=scale`): the real printer's Name, Desired, Available.
+pub fn scale_table(scale: &Value, include: IncludeObject) -> Value {
+    let col = |name: &str, ty: &str, format: &str, description: &str| json!({"name": name, "type": ty, "format": format, "description": description, "priority": 0});
+    let mut row = json!({"cells": [
+        scale["metadata"]["name"],
+        scale["spec"]["replicas"].as_i64().unwrap_or(0),
+        scale["status"]["replicas"].as_i64().unwrap_or(0),
+    ]});
+    match include {
+        IncludeObject::None => {}
+        IncludeObject::Metadata => row["object"] = partial_metadata(scale),
+        IncludeObject::Object => row["object"] = scale.clone(),
+    }
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": scale["metadata"]["resourceVersion"]},
+        "columnDefinitions": [
+            col("Name", "string", "name", "Name must be unique within a namespace."),
+            col("Desired", "integer", "", "replicas is the desired number of instances for the scaled object."),
+            col("Available", "integer", "", "replicas is the actual number of observed instances of the scaled object."),
+        ],
+        "rows": [row],
+    })
 }
 
 /// `spec.replicas` of a Scale written by a client, checked as the real
@@ -174,6 +202,27 @@ mod tests {
             json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": {"name": "d0"},
                    "spec": {}, "status": {"replicas": 0}})
         );
+    }
+
+    #[test]
+    fn table() {
+        let s = json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
+                       "metadata": {"name": "d1", "resourceVersion": "9"},
+                       "spec": {"replicas": 3}, "status": {"replicas": 1}});
+        let t = scale_table(&s, IncludeObject::Metadata);
+        let names: Vec<&str> = t["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(names, ["Name", "Desired", "Available"]);
+        assert_eq!(t["rows"][0]["cells"], json!(["d1", 3, 1]));
+        assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+        assert_eq!(t["metadata"]["resourceVersion"], "9");
+        let zero = json!({"metadata": {"name": "d0"}, "spec": {}, "status": {"replicas": 0}});
+        let t = scale_table(&zero, IncludeObject::None);
+        assert_eq!(t["rows"][0], json!({"cells": ["d0", 0, 0]}));
     }
 
     #[test]

@@ -225,6 +225,15 @@ pub async fn scale(ctx: Ctx) {
         Some(5)
     );
     expect_err(deps.get_scale("missing").await, 404, "NotFound");
+    let c = ctx.clone();
+    let table =
+        blocking(move || kubectl_ok(&c, &["get", "deployment", "sc", "--subresource=scale"])).await;
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["NAME", "DESIRED", "AVAILABLE"], "{table}");
+    assert_eq!(rows[1][..2], ["sc", "5"], "{table}");
 }
 
 /// A ReplicaSet as the deployment controller makes them: owned, with the
