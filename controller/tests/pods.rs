@@ -1174,3 +1174,56 @@ async fn invalid_containers_say_why() {
     base.stop().await;
     ctl.stop().await;
 }
+
+/// A replica crashes in the middle of installs; another takes the base over: every Pod
+/// converges, modules already installed are adopted (never installed twice) and no status
+/// is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takeover_after_a_crash_converges_without_reinstalling() {
+    init_logs();
+    let broker = Broker::start().await;
+    let kube = Kube::start().await;
+    let a = Controller::start(&kube, mqtt_settings("pods-a", &broker)).await;
+    let mut sim = Sim::new("base-t");
+    // Installs land RESOLVED and are never answered: the crash hits with work in flight.
+    sim.install_state = BizState::Resolved;
+    sim.reply_ops = false;
+    let base = ModMqttBase::start_sim(broker.port, sim).await;
+    let node = vnode("base-t");
+    assert!(
+        eventually(T, || async {
+            kube.ready(&node).await.as_deref() == Some("True")
+        })
+        .await
+    );
+    create(&kube, &module_pod("first", &node, &[("biz1", "0.0.1")])).await;
+    assert!(eventually(T, || async { base.with(|s| s.bizs.len()) == 1 }).await);
+    a.crash().await;
+
+    // While nobody serves the base: the module starts, and a second Pod is bound.
+    base.with(|s| {
+        s.set_state("biz1:0.0.1", BizState::Activated);
+        s.install_state = BizState::Activated;
+        s.reply_ops = true;
+    });
+    create(&kube, &module_pod("second", &node, &[("biz2", "0.0.1")])).await;
+    let b = Controller::start(&kube, mqtt_settings("pods-b", &broker)).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            kube.lease_holder(&node).await.as_deref() == Some("pods-b")
+        })
+        .await,
+        "b takes the base over"
+    );
+    assert!(eventually(T, || running_ready(&kube, "first")).await);
+    assert!(eventually(T, || running_ready(&kube, "second")).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    base.with(|s| {
+        let names: Vec<&str> = s.installs.iter().map(|i| i.biz_name.as_str()).collect();
+        assert_eq!(names, ["biz1", "biz2"], "each module installed once");
+        assert!(s.uninstalls.is_empty());
+    });
+
+    base.stop().await;
+    b.stop().await;
+}

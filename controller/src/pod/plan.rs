@@ -107,7 +107,7 @@ pub struct PodView {
 pub struct Reported<'a> {
     /// Module records by `name:version`.
     pub records: &'a BTreeMap<String, BizRecord>,
-    /// Complete lists received so far.
+    /// Complete lists received so far; before the first one nothing is installed.
     pub lists: u64,
     /// Commands can be sent (owned and reachable).
     pub ready: bool,
@@ -646,6 +646,11 @@ fn retry_install(
     if !base.ready {
         return (None, obs, None);
     }
+    if base.lists == 0 {
+        // No complete list from the base yet (this replica just took it over or started):
+        // the module may well be there; installing it again would fail or restart it.
+        return (None, obs, None);
+    }
     if t.spec.url != spec.url {
         // A new package is a new attempt, not a retry of the failed one.
         t.attempts = 0;
@@ -667,6 +672,10 @@ fn release(
     now: i64,
     uids: &[String],
 ) -> (Option<Action>, bool, Option<i64>) {
+    if base.lists == 0 {
+        // Whether the module is on the base is not known yet.
+        return (None, false, None);
+    }
     if let Some(p) = t.pending.clone() {
         let answered = rec != p.before.as_ref();
         let expired = now >= p.sent_ms + policy.reply_timeout_ms;
@@ -817,7 +826,7 @@ mod tests {
         fn new() -> World {
             World {
                 records: BTreeMap::new(),
-                lists: 0,
+                lists: 1,
                 ready: true,
                 mem: NodeMemory::default(),
                 policy: POLICY,
@@ -960,6 +969,28 @@ mod tests {
         let p = w.plan(&fixed, at + 5);
         assert!(matches!(&obs(&p, "a")[0], Observed::Reported { .. }));
         assert!(p.actions.is_empty());
+    }
+
+    #[test]
+    fn nothing_is_installed_before_the_first_module_list() {
+        let mut w = World::new();
+        w.lists = 0;
+        let pods = [pod("a", 1, false, &[spec("biz1", "1", "https://r/1.jar")])];
+        let p = w.plan(&pods, 0);
+        assert!(p.actions.is_empty());
+        assert_eq!(obs(&p, "a"), [Observed::Installing { unreachable: false }]);
+        // The list shows it installed: adopted, not installed again.
+        w.list(vec![rec("biz1", "1", BizState::Activated, 1)]);
+        let p = w.plan(&pods, 1);
+        assert!(p.actions.is_empty());
+        assert!(matches!(&obs(&p, "a")[0], Observed::Reported { .. }));
+        // Nor is a terminating Pod removed before the base said whether it has the module.
+        let mut w = World::new();
+        w.lists = 0;
+        let gone = [pod("b", 1, true, &[spec("biz1", "1", "https://r/1.jar")])];
+        assert!(w.plan(&gone, 0).actions.is_empty());
+        w.list(vec![rec("biz1", "1", BizState::Activated, 1)]);
+        assert_eq!(uninstalls(&w.plan(&gone, 1)), ["biz1:1"]);
     }
 
     #[test]

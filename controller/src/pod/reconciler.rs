@@ -477,7 +477,7 @@ async fn reconcile(shared: &Shared, node: &str) -> Option<Instant> {
             continue;
         };
         shared.owned(&name)?;
-        tracing::debug!(node, pod = ?p.metadata.name, %patch, old = %serde_json::to_string(&p.status).unwrap_or_default(), "writing pod status");
+        tracing::debug!(node, pod = ?p.metadata.name, %patch, "writing pod status");
         let ns = p.metadata.namespace.clone().unwrap_or_default();
         let pod_name = p.metadata.name.clone().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(client(ctx), &ns);
