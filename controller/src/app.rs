@@ -174,6 +174,15 @@ pub async fn run(
         ctx.clone(),
         pods_cancel.clone(),
     ));
+    let peer = ctx.settings.pods.peer_replicas.then(|| {
+        tokio::spawn(crate::pod::peer::run(
+            client.clone(),
+            ctx.settings.env.to_string(),
+            metrics.clone(),
+            ctx.settings.api_timeout,
+            pods_cancel.clone(),
+        ))
+    });
     tracing::info!(client_id = %ctx.settings.client_id, env = %ctx.settings.env, "controller started");
 
     shutdown.cancelled().await;
@@ -181,6 +190,11 @@ pub async fn run(
     pods_cancel.cancel();
     if let Err(e) = pods.await {
         tracing::error!(error = %e, "pod reconciler failed");
+    }
+    if let Some(peer) = peer
+        && let Err(e) = peer.await
+    {
+        tracing::error!(error = %e, "peer deployment controller failed");
     }
     core_cancel.cancel();
     if let Err(e) = core.await {

@@ -195,6 +195,10 @@ pub struct Args {
     /// How long to wait for a base to answer an install or uninstall before sending it again.
     #[arg(long, env = "MODULE_REPLY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub module_reply_timeout: Duration,
+    /// Keep `spec.replicas` of peer module Deployments equal to the Ready bases of their
+    /// cluster (upstream's variable; spec controller §5).
+    #[arg(long, env = "ENABLE_MODULE_REPLICAS_SYNC_WITH_BASE", default_value = "false", value_parser = parse_flag, action = clap::ArgAction::Set)]
+    pub enable_module_replicas_sync_with_base: bool,
 }
 
 /// How logs are written.
@@ -507,6 +511,7 @@ impl Args {
                 retry_base: self.module_retry_interval,
                 retry_max: self.module_retry_max.max(self.module_retry_interval),
                 reply_timeout: self.module_reply_timeout,
+                peer_replicas: self.enable_module_replicas_sync_with_base,
             },
         })
     }

@@ -1227,3 +1227,122 @@ async fn takeover_after_a_crash_converges_without_reinstalling() {
     base.stop().await;
     b.stop().await;
 }
+
+fn peer_deployment(
+    name: &str,
+    cluster: &str,
+    replicas: i32,
+) -> k8s_openapi::api::apps::v1::Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default", "labels": {
+            "virtual-kubelet.koupleless.io/component": "module-deployment",
+            "virtual-kubelet.koupleless.io/env": ENV,
+            "virtual-kubelet.koupleless.io/strategy": "peer"}},
+        "spec": {"replicas": replicas,
+            "selector": {"matchLabels": {"module.koupleless.io/name": name}},
+            "template": {
+                "metadata": {"labels": {"module.koupleless.io/name": name,
+                    "virtual-kubelet.koupleless.io/component": "module"}},
+                "spec": {
+                    "nodeSelector": {"base.koupleless.io/version": "1.0.0",
+                        "base.koupleless.io/cluster-name": cluster},
+                    "containers": [{"name": name, "image": url(name, "0.0.1"),
+                        "env": [{"name": "BIZ_VERSION", "value": "0.0.1"}]}]}}},
+    }))
+    .unwrap()
+}
+
+/// Spec controller §8.2, MC suite `module_deployment_controller_suite_test.go`: peer
+/// Deployments follow the Ready bases of their cluster
+/// (`ENABLE_MODULE_REPLICAS_SYNC_WITH_BASE=true`), and a base's baseline holds only its
+/// cluster's Deployments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mc_peer_deployment() {
+    init_logs();
+    let broker = Broker::start().await;
+    let kube = Kube::start().await;
+    let mut s = mqtt_settings("suite-test", &broker);
+    s.pods.peer_replicas = true;
+    let ctl = Controller::start(&kube, s).await;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(kube.client.clone(), "default");
+    let replicas = |name: &'static str| {
+        let deployments = deployments.clone();
+        async move {
+            deployments
+                .get(name)
+                .await
+                .unwrap()
+                .spec
+                .and_then(|s| s.replicas)
+        }
+    };
+    // 1. No bases → 0.
+    deployments
+        .create(
+            &PostParams::default(),
+            &peer_deployment("deployment1", "test-cluster-name", 1),
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(T, || async { replicas("deployment1").await == Some(0) }).await,
+        "step 1"
+    );
+    // 2–3. Bases of the cluster come online → 1, 2.
+    let start = |id: &str| {
+        let mut st = BaseState::new(id);
+        st.cluster = "test-cluster-name".into();
+        MqttBase::start_with(broker.port, st, Duration::from_millis(200))
+    };
+    let b1 = start("base-1").await;
+    assert!(
+        eventually(T, || async { replicas("deployment1").await == Some(1) }).await,
+        "step 2"
+    );
+    let b2 = start("base-2").await;
+    assert!(
+        eventually(T, || async { replicas("deployment1").await == Some(2) }).await,
+        "step 3"
+    );
+    // 4. Another cluster's Deployment → 0.
+    deployments
+        .create(
+            &PostParams::default(),
+            &peer_deployment("deployment2", "test-cluster-name-2", 1),
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(T, || async { replicas("deployment2").await == Some(0) }).await,
+        "step 4"
+    );
+    // 5. A base's baseline holds deployment1's module only.
+    assert!(
+        eventually(T, || async {
+            b2.baselines()
+                .last()
+                .is_some_and(|l| l.len() == 1 && l[0].biz_name == "deployment1")
+        })
+        .await,
+        "step 5: {:?}",
+        b2.baselines()
+    );
+    // 6–7. Base 2 exits → 1; base 1 exits → 0.
+    b2.deactivate().await;
+    assert!(
+        eventually(T, || async { replicas("deployment1").await == Some(1) }).await,
+        "step 6"
+    );
+    b1.deactivate().await;
+    assert!(
+        eventually(T, || async { replicas("deployment1").await == Some(0) }).await,
+        "step 8"
+    );
+    assert_eq!(replicas("deployment2").await, Some(0));
+
+    b1.stop().await;
+    b2.stop().await;
+    ctl.stop().await;
+}

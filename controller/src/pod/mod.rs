@@ -10,8 +10,10 @@
 //! - [`status`]: container views → Pod status, and the patch when something changed.
 //! - [`queue`]: the per-base work queue (deduplicated, delayed retries, never dropped).
 //! - [`reconciler`]: watches, workers, tunnel commands, API writes, Events.
+//! - [`peer`]: peer module Deployments follow the number of Ready bases (opt-in).
 
 pub mod module;
+pub mod peer;
 pub mod plan;
 pub mod queue;
 pub mod reconciler;
@@ -34,6 +36,8 @@ pub struct PodSettings {
     pub retry_max: Duration,
     /// How long to wait for a base's answer to a command before sending it again.
     pub reply_timeout: Duration,
+    /// Peer Deployments follow the Ready bases (`ENABLE_MODULE_REPLICAS_SYNC_WITH_BASE`).
+    pub peer_replicas: bool,
 }
 
 impl Default for PodSettings {
@@ -44,6 +48,7 @@ impl Default for PodSettings {
             retry_base: Duration::from_secs(2),
             retry_max: Duration::from_secs(300),
             reply_timeout: Duration::from_secs(60),
+            peer_replicas: false,
         }
     }
 }
