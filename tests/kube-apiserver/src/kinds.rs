@@ -139,7 +139,36 @@ pub fn apply_defaults(def: &ResourceDef, obj: &mut Value) {
                 labels["kubernetes.io/metadata.name"] = json!(name);
             }
         }
-        Storage::Nodes | Storage::Events | Storage::Leases => {}
+        Storage::Secrets => {
+            default_secret(obj);
+        }
+        Storage::Nodes | Storage::Events | Storage::Leases | Storage::ConfigMaps => {}
+    }
+}
+
+/// SetDefaults_Secret and the v1 conversion: `type` Opaque; `stringData`
+/// is merged into `data` (base64, `stringData` winning) and not stored.
+fn default_secret(obj: &mut Value) {
+    use base64::Engine;
+    let Some(m) = obj.as_object_mut() else {
+        return;
+    };
+    if m.get("type")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        m.insert("type".into(), json!("Opaque"));
+    }
+    if let Some(Value::Object(sd)) = m.remove("stringData") {
+        let data = m.entry("data").or_insert_with(|| json!({}));
+        if !data.is_object() {
+            *data = json!({});
+        }
+        for (k, v) in sd {
+            let text = v.as_str().unwrap_or_default();
+            data[k.as_str()] =
+                json!(base64::engine::general_purpose::STANDARD.encode(text.as_bytes()));
+        }
     }
 }
 
@@ -242,7 +271,11 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value, st: &mut State) {
         }
         // Nodes keep the status they are created with (kubelets register a
         // node with its status in one call).
-        Storage::Nodes | Storage::Events | Storage::Leases => {}
+        Storage::Nodes
+        | Storage::Events
+        | Storage::Leases
+        | Storage::ConfigMaps
+        | Storage::Secrets => {}
     }
     if def.has_generation {
         obj["metadata"]["generation"] = json!(1);
@@ -461,6 +494,8 @@ pub fn validate(def: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Caus
         // events.k8s.io/v1 creates are checked on the v1 form, see
         // `events_v1_validate`.
         Storage::Events if !def.is_events_v1() => validate_core_event(obj, &mut errs),
+        Storage::ConfigMaps => validate_config_map(obj, old, &mut errs),
+        Storage::Secrets => validate_secret(obj, old, &mut errs),
         Storage::Leases => {
             if obj["spec"]["leaseDurationSeconds"]
                 .as_i64()
@@ -486,6 +521,143 @@ pub fn validate(def: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Caus
         _ => {}
     }
     errs
+}
+
+/// validation.IsConfigMapKey: the messages for a bad ConfigMap/Secret key.
+fn config_key_errors(key: &str) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if key.len() > 253 {
+        out.push("must be no more than 253 characters");
+    }
+    if key.is_empty()
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        out.push(
+            "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+        );
+    }
+    match key {
+        "." => out.push("must not be '.'"),
+        ".." => out.push("must not be '..'"),
+        k if k.starts_with("..") => out.push("must not start with '..'"),
+        _ => {}
+    }
+    out
+}
+
+const IMMUTABLE_SET: &str = "field is immutable when `immutable` is set";
+
+/// The size limit of a ConfigMap's or Secret's data (core.MaxSecretSize).
+const MAX_DATA_SIZE: usize = 1024 * 1024;
+
+fn validate_keys(obj: &Value, field: &str, errs: &mut Vec<Cause>) -> usize {
+    let mut size = 0;
+    for (k, v) in obj[field].as_object().into_iter().flatten() {
+        for msg in config_key_errors(k) {
+            errs.push(invalid_value(&format!("{field}[{k}]"), &json!(k), msg));
+        }
+        size += v.as_str().map_or(0, str::len);
+    }
+    size
+}
+
+/// The `immutable` rules shared by ConfigMaps and Secrets.
+fn validate_immutable(obj: &Value, old: Option<&Value>, fields: &[&str], errs: &mut Vec<Cause>) {
+    let Some(old) = old else {
+        return;
+    };
+    if old["immutable"].as_bool() != Some(true) {
+        return;
+    }
+    if obj["immutable"].as_bool() != Some(true) {
+        errs.push(forbidden_field("immutable", IMMUTABLE_SET));
+    }
+    for f in fields {
+        let empty = |v: &Value| v.is_null() || v.as_object().is_some_and(Map::is_empty);
+        if obj[*f] != old[*f] && !(empty(&obj[*f]) && empty(&old[*f])) {
+            errs.push(forbidden_field(f, IMMUTABLE_SET));
+        }
+    }
+}
+
+/// ValidateConfigMap and ValidateConfigMapUpdate.
+fn validate_config_map(obj: &Value, old: Option<&Value>, errs: &mut Vec<Cause>) {
+    let mut size = validate_keys(obj, "data", errs);
+    for (k, v) in obj["binaryData"].as_object().into_iter().flatten() {
+        for msg in config_key_errors(k) {
+            errs.push(invalid_value(&format!("binaryData[{k}]"), &json!(k), msg));
+        }
+        // base64 in JSON: the decoded size is about three quarters
+        size += v.as_str().map_or(0, |s| s.len() / 4 * 3);
+    }
+    for k in obj["data"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k)
+    {
+        if obj["binaryData"].get(k).is_some() {
+            errs.push(invalid_value(
+                &format!("data[{k}]"),
+                &json!(k),
+                "duplicate of key present in binaryData",
+            ));
+        }
+    }
+    if size > MAX_DATA_SIZE {
+        errs.push(cause(
+            "FieldValueTooLong",
+            "",
+            format!("Too long: may not be more than {MAX_DATA_SIZE} bytes"),
+        ));
+    }
+    validate_immutable(obj, old, &["data", "binaryData"], errs);
+}
+
+/// ValidateSecret and ValidateSecretUpdate, with the keys each built-in
+/// secret type requires.
+fn validate_secret(obj: &Value, old: Option<&Value>, errs: &mut Vec<Cause>) {
+    let size = validate_keys(obj, "data", errs) / 4 * 3;
+    if size > MAX_DATA_SIZE {
+        errs.push(cause(
+            "FieldValueTooLong",
+            "data",
+            format!("Too long: may not be more than {MAX_DATA_SIZE} bytes"),
+        ));
+    }
+    let has = |k: &str| obj["data"].get(k).is_some();
+    let ty = obj["type"].as_str().unwrap_or_default();
+    let required_keys: &[&str] = match ty {
+        "kubernetes.io/dockercfg" => &[".dockercfg"],
+        "kubernetes.io/dockerconfigjson" => &[".dockerconfigjson"],
+        "kubernetes.io/ssh-auth" => &["ssh-privatekey"],
+        "kubernetes.io/tls" => &["tls.crt", "tls.key"],
+        _ => &[],
+    };
+    for k in required_keys {
+        if !has(k) {
+            errs.push(required(&format!("data[{k}]")));
+        }
+    }
+    if ty == "kubernetes.io/basic-auth" && !has("username") && !has("password") {
+        errs.push(required("data[username]"));
+        errs.push(required("data[password]"));
+    }
+    if ty == "kubernetes.io/service-account-token"
+        && obj["metadata"]["annotations"]["kubernetes.io/service-account.name"].is_null()
+    {
+        errs.push(required(
+            "metadata.annotations[kubernetes.io/service-account.name]",
+        ));
+    }
+    if let Some(old) = old
+        && old["type"] != obj["type"]
+    {
+        errs.push(invalid_value("type", &obj["type"], "field is immutable"));
+    }
+    validate_immutable(obj, old, &["data"], errs);
 }
 
 fn validate_meta(def: &ResourceDef, obj: &Value) -> Vec<Cause> {
@@ -860,4 +1032,99 @@ pub fn event_from_v1(v1: &Value) -> Value {
         m.insert("apiVersion".into(), json!("v1"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_map_and_secret_validation() {
+        let cm = |v: Value| {
+            let mut o = json!({"metadata": {"name": "c", "namespace": "n"}});
+            o.as_object_mut()
+                .unwrap()
+                .extend(v.as_object().unwrap().clone());
+            o
+        };
+        let fields = |errs: Vec<Cause>| -> Vec<String> {
+            errs.into_iter()
+                .map(|c| format!("{}: {}", c.field, c.message))
+                .collect()
+        };
+        let check = |o: &Value, old: Option<&Value>| {
+            let mut errs = Vec::new();
+            validate_config_map(o, old, &mut errs);
+            fields(errs)
+        };
+        assert!(check(&cm(json!({"data": {"a.b_C-1": "x"}})), None).is_empty());
+        assert_eq!(
+            check(&cm(json!({"data": {"a b": "x", "..": "y"}})), None),
+            [
+                "data[..]: Invalid value: \"..\": must not be '..'",
+                "data[a b]: Invalid value: \"a b\": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+            ]
+        );
+        assert_eq!(
+            check(
+                &cm(json!({"data": {"k": "x"}, "binaryData": {"k": "eA=="}})),
+                None
+            ),
+            ["data[k]: Invalid value: \"k\": duplicate of key present in binaryData"]
+        );
+        let frozen = cm(json!({"data": {"k": "x"}, "immutable": true}));
+        assert!(check(&frozen, Some(&frozen)).is_empty());
+        assert_eq!(
+            check(&cm(json!({"data": {"k": "y"}})), Some(&frozen)),
+            [
+                "immutable: Forbidden: field is immutable when `immutable` is set",
+                "data: Forbidden: field is immutable when `immutable` is set",
+            ]
+        );
+        let secret =
+            |ty: &str, data: Value| json!({"metadata": {"name": "s"}, "type": ty, "data": data});
+        let check_s = |o: &Value, old: Option<&Value>| {
+            let mut errs = Vec::new();
+            validate_secret(o, old, &mut errs);
+            fields(errs)
+        };
+        assert!(check_s(&secret("Opaque", json!({"a": "eA=="})), None).is_empty());
+        assert_eq!(
+            check_s(
+                &secret("kubernetes.io/tls", json!({"tls.crt": "eA=="})),
+                None
+            ),
+            ["data[tls.key]: Required value"]
+        );
+        assert_eq!(
+            check_s(&secret("kubernetes.io/basic-auth", json!({})), None),
+            [
+                "data[username]: Required value",
+                "data[password]: Required value"
+            ]
+        );
+        let old = secret("Opaque", json!({}));
+        assert_eq!(
+            check_s(
+                &secret("kubernetes.io/ssh-auth", json!({"ssh-privatekey": "eA=="})),
+                Some(&old)
+            ),
+            ["type: Invalid value: \"kubernetes.io/ssh-auth\": field is immutable"]
+        );
+    }
+
+    #[test]
+    fn secret_defaults_merge_string_data() {
+        let mut s = json!({"metadata": {"name": "s"}, "data": {"a": "eA==", "b": "eQ=="},
+                           "stringData": {"b": "hello", "c": ""}});
+        default_secret(&mut s);
+        assert_eq!(
+            s,
+            json!({"metadata": {"name": "s"}, "type": "Opaque",
+                   "data": {"a": "eA==", "b": "aGVsbG8=", "c": ""}})
+        );
+        let mut typed = json!({"type": "kubernetes.io/tls"});
+        default_secret(&mut typed);
+        assert_eq!(typed, json!({"type": "kubernetes.io/tls"}));
+    }
 }

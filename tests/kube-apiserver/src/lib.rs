@@ -28,7 +28,8 @@
 //!   [`discovery`]). `/openapi/v2` is 404, which kubectl tolerates.
 //! - Resources: core/v1 `nodes` (+status), `pods` (+status, +binding,
 //!   +eviction), `namespaces` (+status, +finalize), `events`, `services`
-//!   (+status); apps/v1 `deployments`, `replicasets` (each +status,
+//!   (+status), `configmaps`, `secrets`; apps/v1 `deployments`,
+//!   `replicasets` (each +status,
 //!   +scale), `daemonsets` (+status);
 //!   coordination.k8s.io/v1 `leases`; events.k8s.io/v1 `events` (the same
 //!   objects as core/v1 events, converted, as in the real server).
@@ -125,7 +126,10 @@
 //!   `kubernetes.io/metadata.name` label). Validation covers names, labels,
 //!   annotations, finalizers, pod containers, the pod-spec update
 //!   restrictions, workload selectors (required, matching the template,
-//!   immutable) and service ports/type.
+//!   immutable), service ports/type, and ConfigMap/Secret keys, sizes,
+//!   `immutable`, Secret `type` (immutable, with the keys each built-in
+//!   type requires). Secrets default to type `Opaque` and have `stringData`
+//!   merged into `data` (base64), which is all that is stored.
 //! - Bodies are decoded as their real types (the k8s-openapi structs): a
 //!   wrongly typed field is 400 BadRequest; unknown fields follow
 //!   `fieldValidation` (`Strict`, which kubectl sends: 400 "strict decoding
@@ -167,9 +171,10 @@
 //! default tolerations, no priority), no webhooks, no authentication or
 //! authorization, no protobuf responses, no CRDs, no OpenAPI schemas (`kubectl
 //! explain` fails), no `kubectl logs/exec/port-forward` (the pod
-//! subresources are 404). Kinds it does not store (ConfigMaps, Secrets,
-//! StatefulSets, Jobs, HorizontalPodAutoscalers, PodDisruptionBudgets, ...)
-//! are 404, as an unknown resource is on the real server.
+//! subresources are 404). Kinds it does not store (StatefulSets, Jobs,
+//! ControllerRevisions, HorizontalPodAutoscalers, PodDisruptionBudgets,
+//! ServiceAccounts, ...) are 404, as an unknown resource is on the real
+//! server.
 //!
 //! # kubectl
 //!
@@ -183,8 +188,8 @@
 //! --force` and namespaces), `wait --for=condition|delete|jsonpath`, `run`,
 //! `expose`, `set image`, `api-resources`, the generators whose typed
 //! clients send protobuf bodies (`kubectl create namespace|deployment|
-//! service`; kinds this server does not store, such as `configmap`, get
-//! 404), `scale` (deployments and replica sets, `--current-replicas`),
+//! service|configmap|secret`; kinds this server does not store, such as
+//! `job`, get 404), `scale` (deployments and replica sets, `--current-replicas`),
 //! `rollout history|undo|restart|pause|resume|status` (history and undo read
 //! the ReplicaSets a deployment controller makes, and status waits for the
 //! status one writes: this server alone writes neither), `cordon`,

@@ -24,6 +24,10 @@ pub enum Storage {
     DaemonSets,
     /// leases
     Leases,
+    /// configmaps
+    ConfigMaps,
+    /// secrets
+    Secrets,
 }
 
 /// One served resource (group/version/plural).
@@ -200,6 +204,40 @@ pub static RESOURCES: &[ResourceDef] = &[
         storage: Storage::Services,
         verbs: ALL_VERBS,
         fields: &["spec.clusterIP", "spec.type"],
+    },
+    ResourceDef {
+        group: "",
+        version: "v1",
+        plural: "configmaps",
+        singular: "configmap",
+        kind: "ConfigMap",
+        namespaced: true,
+        short_names: &["cm"],
+        categories: &[],
+        has_status: false,
+        create_on_update: false,
+        has_generation: false,
+        return_deleted_object: false,
+        storage: Storage::ConfigMaps,
+        verbs: ALL_VERBS,
+        fields: &[],
+    },
+    ResourceDef {
+        group: "",
+        version: "v1",
+        plural: "secrets",
+        singular: "secret",
+        kind: "Secret",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        has_status: false,
+        create_on_update: false,
+        has_generation: false,
+        return_deleted_object: false,
+        storage: Storage::Secrets,
+        verbs: ALL_VERBS,
+        fields: &["type"],
     },
     ResourceDef {
         group: "apps",

@@ -436,6 +436,35 @@ fn columns(def: &ResourceDef) -> Vec<Value> {
             col("Holder", "string", "", 0, "The holder of the lease"),
             age,
         ],
+        Storage::ConfigMaps => vec![
+            name,
+            col(
+                "Data",
+                "string",
+                "",
+                0,
+                "Data contains the configuration data. Each key must consist of alphanumeric characters, '-', '_' or '.'. Values with non-UTF-8 byte sequences must use the BinaryData field. The keys stored in Data must not overlap with the keys in the BinaryData field, this is enforced during validation process.",
+            ),
+            age,
+        ],
+        Storage::Secrets => vec![
+            name,
+            col(
+                "Type",
+                "string",
+                "",
+                0,
+                "Used to facilitate programmatic handling of secret data. More info: https://kubernetes.io/docs/concepts/configuration/secret/#secret-types",
+            ),
+            col(
+                "Data",
+                "string",
+                "",
+                0,
+                "Data contains the secret data. Each key must consist of alphanumeric characters, '-', '_' or '.'. The serialized form of the secret data is a base64 encoded string, representing the arbitrary (possibly non-string) data value here. Described in https://tools.ietf.org/html/rfc4648#section-4",
+            ),
+            age,
+        ],
     }
 }
 
@@ -846,6 +875,20 @@ fn cells(def: &ResourceDef, o: &Value) -> Vec<Value> {
         Storage::Leases => vec![
             name,
             json!(spec["holderIdentity"].as_str().unwrap_or_default()),
+            json!(created),
+        ],
+        Storage::ConfigMaps => {
+            let count = |f: &str| o[f].as_object().map_or(0, |m| m.len());
+            vec![
+                name,
+                json!(count("data") + count("binaryData")),
+                json!(created),
+            ]
+        }
+        Storage::Secrets => vec![
+            name,
+            json!(o["type"].as_str().unwrap_or_default()),
+            json!(o["data"].as_object().map_or(0, |m| m.len())),
             json!(created),
         ],
     }

@@ -185,6 +185,8 @@ fn typed(def: &ResourceDef, v: &Value) -> Result<Value, DecodeError> {
         Storage::ReplicaSets => roundtrip::<apps::ReplicaSet>(v),
         Storage::DaemonSets => roundtrip::<apps::DaemonSet>(v),
         Storage::Leases => roundtrip::<coord::Lease>(v),
+        Storage::ConfigMaps => roundtrip::<core::ConfigMap>(v),
+        Storage::Secrets => roundtrip::<core::Secret>(v),
     }
 }
 

@@ -289,7 +289,7 @@ mod local {
         let out = tokio::task::spawn_blocking(move || {
             std::process::Command::new(bin)
                 .env("KUBECONFIG", path)
-                .args(["create", "configmap", "c1", "--from-literal=a=b"])
+                .args(["create", "job", "j1", "--image=busybox"])
                 .output()
                 .unwrap()
         })
@@ -335,7 +335,7 @@ mod local {
             406
         );
         // resources that are not served
-        let req = http::Request::get("/api/v1/namespaces/default/configmaps")
+        let req = http::Request::get("/api/v1/namespaces/default/persistentvolumeclaims")
             .body(vec![])
             .unwrap();
         assert_eq!(

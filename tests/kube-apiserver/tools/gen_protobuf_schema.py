@@ -26,7 +26,7 @@ OA = sorted(d for r in REGISTRY for d in glob.glob(r + "k8s-openapi-0.29.*"))[-1
 
 ROOTS = [
     "api.core.v1.Pod", "api.core.v1.Node", "api.core.v1.Namespace", "api.core.v1.Service",
-    "api.core.v1.Event", "api.core.v1.Binding", "api.apps.v1.Deployment", "api.apps.v1.ReplicaSet",
+    "api.core.v1.Event", "api.core.v1.Binding", "api.core.v1.ConfigMap", "api.core.v1.Secret", "api.apps.v1.Deployment", "api.apps.v1.ReplicaSet",
     "api.apps.v1.DaemonSet", "api.coordination.v1.Lease", "api.events.v1.Event",
     "api.autoscaling.v1.Scale", "api.policy.v1.Eviction",
     "apimachinery.pkg.apis.meta.v1.DeleteOptions",
@@ -201,7 +201,8 @@ def main():
             if kind == "message":
                 ty = "Special(%s)" % ("Sp::" + SPECIAL[ref]) if ref in SPECIAL else "Msg(%r)" % ref
             else:
-                ty = {"string": "Str", "bool": "Bool", "int32": "I32", "int64": "I64"}[kind]
+                ty = {"string": "Str", "bool": "Bool", "int32": "I32", "int64": "I64",
+                      "bytes": "Bytes"}[kind]
             c = {"single": "One", "repeated": "Many", "map": "Map"}[card]
             if card == "single" and kind != "message":
                 fact = facts.get((m.rsplit(".", 1)[1].lower(), json))

@@ -18,6 +18,7 @@
 //! | `Quantity` | `{string}` | the string |
 //! | `IntOrString` | `{type, intVal, strVal}` | a number (type 0) or a string (type 1) |
 //! | `FieldsV1` | `{raw}` | the embedded JSON |
+//! | `bytes` (Secret `data`, ConfigMap `binaryData`) | bytes | base64 string |
 //! | embedded Go structs (`VolumeSource` in `Volume`, ...) | a field | their fields inline in the parent |
 //!
 //! Presence: Go's protobuf encoder writes every value (non-pointer) field,
@@ -34,6 +35,7 @@
 
 mod schema;
 
+use base64::Engine;
 use serde_json::{Map, Value, json};
 
 /// The media type of Kubernetes protobuf bodies.
@@ -107,6 +109,7 @@ pub(crate) enum Ty {
     Bool,
     I32,
     I64,
+    Bytes,
     Msg(&'static str),
     Special(Special),
 }
@@ -312,7 +315,7 @@ fn single(field: &Field, wt: u8, r: &mut Reader<'_>) -> Result<Option<Value>, St
     // type such as IntOrString 0) on the wire was set
     let zero = match (&field.ty, &v) {
         (_, Value::Null) => return Ok(None),
-        (Ty::Str, Value::String(s)) => s.is_empty(),
+        (Ty::Str | Ty::Bytes, Value::String(s)) => s.is_empty(),
         (Ty::Bool, Value::Bool(b)) => !b,
         (Ty::I32 | Ty::I64, Value::Number(n)) => n.as_i64() == Some(0),
         _ => false,
@@ -326,6 +329,12 @@ fn element(field: &Field, wt: u8, r: &mut Reader<'_>) -> Result<Value, String> {
         Ty::Str => {
             expect_wire(wt, 2, field)?;
             Ok(Value::String(utf8(r.bytes()?)?))
+        }
+        Ty::Bytes => {
+            expect_wire(wt, 2, field)?;
+            Ok(Value::String(
+                base64::engine::general_purpose::STANDARD.encode(r.bytes()?),
+            ))
         }
         Ty::Bool | Ty::I32 | Ty::I64 => {
             expect_wire(wt, 0, field)?;
@@ -367,7 +376,7 @@ fn scalar(ty: Ty, v: u64) -> Value {
 
 fn zero(ty: Ty) -> Value {
     match ty {
-        Ty::Str => json!(""),
+        Ty::Str | Ty::Bytes => json!(""),
         Ty::Bool => json!(false),
         Ty::I32 | Ty::I64 => json!(0),
         Ty::Msg(_) => json!({}),

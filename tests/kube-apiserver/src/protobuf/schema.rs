@@ -386,6 +386,20 @@ pub(crate) static MESSAGES: &[Message] = &[
         ],
     },
     Message {
+        name: "api.core.v1.ConfigMap",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+            ),
+            f(2, "data", Map, Str),
+            f(3, "binaryData", Map, Bytes),
+            f(4, "immutable", Keep, Bool),
+        ],
+    },
+    Message {
         name: "api.core.v1.ConfigMapEnvSource",
         fields: &[
             f(1, "", Inline, Msg("api.core.v1.LocalObjectReference")),
@@ -1709,6 +1723,21 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.SeccompProfile",
         fields: &[f(1, "type", Keep, Str), f(2, "localhostProfile", Keep, Str)],
+    },
+    Message {
+        name: "api.core.v1.Secret",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+            ),
+            f(2, "data", Map, Bytes),
+            f(3, "type", One, Str),
+            f(4, "stringData", Map, Str),
+            f(5, "immutable", Keep, Bool),
+        ],
     },
     Message {
         name: "api.core.v1.SecretEnvSource",

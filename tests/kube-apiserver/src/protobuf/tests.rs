@@ -397,14 +397,53 @@ fn wire_details() {
 }
 
 #[test]
+fn bytes_are_base64() {
+    let secret = core::Secret {
+        metadata: Some(meta::ObjectMeta {
+            name: s("creds"),
+            ..Default::default()
+        }),
+        data: [
+            ("password".to_string(), b"s3cr3t".to_vec()),
+            ("empty".to_string(), vec![]),
+            ("binary".to_string(), vec![0, 255, 128]),
+        ]
+        .into(),
+        r#type: s("Opaque"),
+        immutable: Some(false),
+        ..Default::default()
+    };
+    assert_eq!(
+        decode(&wrap("v1", "Secret", secret.encode_to_vec())).unwrap(),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
+               "data": {"password": "czNjcjN0", "empty": "", "binary": "AP+A"},
+               "type": "Opaque", "immutable": false})
+    );
+    let cm = core::ConfigMap {
+        metadata: Some(meta::ObjectMeta {
+            name: s("cfg"),
+            ..Default::default()
+        }),
+        data: [("k".to_string(), "v".to_string())].into(),
+        binary_data: [("b".to_string(), vec![1, 2])].into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        decode(&wrap("v1", "ConfigMap", cm.encode_to_vec())).unwrap(),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"},
+               "data": {"k": "v"}, "binaryData": {"b": "AQI="}})
+    );
+}
+
+#[test]
 fn refusals() {
     assert_eq!(decode(b"{\"kind\":\"Pod\"}"), Err(DecodeError::NoMagic));
-    let cm = wrap("v1", "ConfigMap", vec![]);
+    let job = wrap("batch/v1", "Job", vec![]);
     assert_eq!(
-        decode(&cm),
+        decode(&job),
         Err(DecodeError::UnknownKind {
-            api_version: "v1".into(),
-            kind: "ConfigMap".into()
+            api_version: "batch/v1".into(),
+            kind: "Job".into()
         })
     );
     let mut truncated = wrap("v1", "Namespace", vec![0x0a, 0x05, 0x0a, 0x01]);

@@ -5,7 +5,7 @@
 
 use crate::common::*;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use std::time::Duration;
@@ -65,6 +65,40 @@ pub async fn create_generators(ctx: Ctx) {
             &["create", "service", "clusterip", "gen", "--tcp=80:8080"],
         );
         assert_eq!(out.trim(), "service/gen created");
+        let out = kubectl_ok(
+            &c,
+            &[
+                "create",
+                "configmap",
+                "cfg",
+                "--from-literal=a=1",
+                "--from-literal=b=2",
+            ],
+        );
+        assert_eq!(out.trim(), "configmap/cfg created");
+        let out = kubectl_ok(
+            &c,
+            &[
+                "create",
+                "secret",
+                "generic",
+                "creds",
+                "--from-literal=password=s3cr3t",
+            ],
+        );
+        assert_eq!(out.trim(), "secret/creds created");
+        let table = |args: &[&str]| -> Vec<Vec<String>> {
+            kubectl_ok(&c, args)
+                .lines()
+                .map(|l| l.split_whitespace().map(str::to_string).collect())
+                .collect()
+        };
+        let cm = table(&["get", "configmap", "cfg"]);
+        assert_eq!(cm[0], ["NAME", "DATA", "AGE"]);
+        assert_eq!(cm[1][..2], ["cfg", "2"]);
+        let secret = table(&["get", "secret", "creds"]);
+        assert_eq!(secret[0], ["NAME", "TYPE", "DATA", "AGE"]);
+        assert_eq!(secret[1][..3], ["creds", "Opaque", "1"]);
         // the same name again: AlreadyExists, decoded from protobuf first
         let out = kubectl(&c, &["create", "deployment", "gen", "--image=nginx"]);
         assert!(!out.status.success());
@@ -110,6 +144,16 @@ pub async fn create_generators(ctx: Ctx) {
         .filter_map(|m| m["manager"].as_str())
         .collect();
     assert_eq!(managers, ["kubectl-create"]);
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.ns);
+    let cm = cms.get("cfg").await.unwrap();
+    assert_eq!(
+        serde_json::to_value(cm.data).unwrap(),
+        json!({"a": "1", "b": "2"})
+    );
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.ns);
+    let secret = serde_json::to_value(secrets.get("creds").await.unwrap()).unwrap();
+    assert_eq!(secret["data"], json!({"password": "czNjcjN0"}));
+    assert_eq!(secret["type"], "Opaque");
     let svcs: Api<Service> = Api::namespaced(ctx.client.clone(), &ctx.ns);
     let s = serde_json::to_value(svcs.get("gen").await.unwrap()).unwrap();
     assert_eq!(
