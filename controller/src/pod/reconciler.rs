@@ -326,6 +326,15 @@ fn pod_event(p: &Pod, warning: bool, reason: &'static str, note: String) -> PodE
 async fn reconcile(shared: &Shared, node: &str) -> Option<Instant> {
     let ctx = &shared.ctx;
     let name: VNodeName = node.parse().ok()?;
+    if ctx.registry.get(&name).is_none() {
+        // The base is gone from this replica: nothing of it is worth remembering.
+        shared
+            .memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(node);
+        return None;
+    }
     let view = shared.owned(&name)?;
     let pods: Vec<Arc<Pod>> = shared
         .index()
