@@ -54,6 +54,8 @@ struct Sim {
     install_state: BizState,
     /// Answer install/uninstall on `bizOperation` (the Go MQTT mock base does not).
     reply_ops: bool,
+    /// SOFAArk's default: a new version of an active module starts deactivated.
+    keep_old_active: bool,
 }
 
 type SharedSim = Arc<Mutex<Sim>>;
@@ -72,6 +74,7 @@ impl Sim {
             uninstalls: Vec::new(),
             install_state: BizState::Activated,
             reply_ops: true,
+            keep_old_active: false,
         }
     }
 
@@ -88,6 +91,24 @@ impl Sim {
             return Err(format!("biz {key} already installed"));
         }
         let now = now_ms();
+        let other_active = self
+            .bizs
+            .values()
+            .any(|b| b.name == spec.biz_name && b.state == BizState::Activated);
+        if self.keep_old_active && other_active {
+            self.bizs.insert(
+                key.clone(),
+                SimBiz {
+                    name: spec.biz_name.clone(),
+                    version: spec.biz_version.clone(),
+                    state: BizState::Deactivated,
+                    change_ms: now,
+                    reason: "STARTED",
+                    message: "start but is deactivated".into(),
+                },
+            );
+            return Ok(format!("Install Biz: {key} success"));
+        }
         if self.install_state == BizState::Activated {
             for b in self.bizs.values_mut() {
                 if b.name == spec.biz_name && b.state == BizState::Activated {
@@ -1344,5 +1365,62 @@ async fn mc_peer_deployment() {
 
     b1.stop().await;
     b2.stop().await;
+    ctl.stop().await;
+}
+
+/// A rollout with bare Pods: version 2 is installed beside version 1, the base activates it,
+/// version 1's Pod turns Ready=False `Superseded` (with an Event) and is removed with its
+/// module. On a base that keeps the old version active, the new Pod says why it is not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_supersedes_the_old_version() {
+    init_logs();
+    let broker = Broker::start().await;
+    let kube = Kube::start().await;
+    let ctl = Controller::start(&kube, mqtt_settings("pods-rollout", &broker)).await;
+    let base = ModMqttBase::start(broker.port, "base-v").await;
+    let node = vnode("base-v");
+    assert!(
+        eventually(T, || async {
+            kube.ready(&node).await.as_deref() == Some("True")
+        })
+        .await
+    );
+    create(&kube, &module_pod("v1", &node, &[("biz1", "0.0.1")])).await;
+    assert!(eventually(T, || running_ready(&kube, "v1")).await);
+
+    create(&kube, &module_pod("v2", &node, &[("biz1", "0.0.2")])).await;
+    assert!(eventually(T, || running_ready(&kube, "v2")).await);
+    assert!(eventually(T, || running_not_ready(&kube, "v1")).await);
+    let p = get(&kube, "v1").await.unwrap();
+    assert_eq!(waiting_reason(&statuses(&p)[0]), Some("Superseded"));
+    assert!(eventually(T, || has_event(&kube, "v1", "Superseded")).await);
+    delete(&kube, "v1").await;
+    assert!(eventually(T, || pod_gone(&kube, "v1")).await);
+    assert_eq!(
+        base.with(|s| s.states()),
+        [("biz1:0.0.2".to_owned(), BizState::Activated)]
+    );
+    assert!(running_ready(&kube, "v2").await);
+
+    // A base that keeps the active version: version 3 stays deactivated and says why.
+    base.with(|s| s.keep_old_active = true);
+    create(&kube, &module_pod("v3", &node, &[("biz1", "0.0.3")])).await;
+    assert!(
+        eventually(T, || async {
+            get(&kube, "v3").await.is_some_and(|p| {
+                statuses(&p)
+                    .first()
+                    .is_some_and(|c| waiting_reason(c) == Some("NotActivated"))
+            })
+        })
+        .await
+    );
+    assert!(eventually(T, || has_event(&kube, "v3", "NotActivated")).await);
+    assert!(
+        running_ready(&kube, "v2").await,
+        "the old version keeps serving"
+    );
+
+    base.stop().await;
     ctl.stop().await;
 }

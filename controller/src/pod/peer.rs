@@ -34,7 +34,10 @@ pub const STRATEGY_PEER: &str = "peer";
 /// `"true"` opts a Deployment out of replica control (upstream's reading of the name).
 pub const REPLICAS_CONTROL: &str = "virtual-kubelet.koupleless.io/replicas-control";
 
-fn label<'a>(meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, key: &str) -> Option<&'a str> {
+fn label<'a>(
+    meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &str,
+) -> Option<&'a str> {
     meta.labels.as_ref()?.get(key).map(String::as_str)
 }
 
@@ -208,9 +211,17 @@ mod tests {
             deployment("two-ready", peer("c1"), 1),
             deployment("already", peer("c2"), 1),
             deployment("no-bases", peer("c3"), 2),
-            deployment("not-peer", json!({"base.koupleless.io/cluster-name": "c1"}), 5),
+            deployment(
+                "not-peer",
+                json!({"base.koupleless.io/cluster-name": "c1"}),
+                5,
+            ),
             deployment("opted-out", opted_out, 5),
-            deployment("no-cluster", json!({"virtual-kubelet.koupleless.io/strategy": "peer"}), 5),
+            deployment(
+                "no-cluster",
+                json!({"virtual-kubelet.koupleless.io/strategy": "peer"}),
+                5,
+            ),
         ];
         let changes = replica_changes(&deps, &nodes);
         let got: Vec<(&str, i32)> = changes.iter().map(|(_, n, r)| (n.as_str(), *r)).collect();

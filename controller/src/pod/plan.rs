@@ -153,6 +153,14 @@ pub enum Observed {
         /// Active version of the same name, if another.
         superseded_by: Option<String>,
     },
+    /// Installed but left deactivated while an older Pod's version of the same name stays
+    /// active: the base does not activate new versions, so a rollout cannot proceed.
+    NotActivated {
+        /// The record.
+        record: BizRecord,
+        /// The version that stays active.
+        active: String,
+    },
     /// Install sent or about to be sent; `unreachable` when the base cannot be told now.
     Installing {
         /// The base is not reachable.
@@ -316,6 +324,16 @@ pub fn plan(
             e.1.push(p.uid.clone());
         }
     }
+    // Creation time of the newest live Pod wanting each name:version.
+    let created: BTreeMap<String, i64> = live
+        .iter()
+        .flat_map(|p| {
+            p.modules
+                .iter()
+                .filter_map(|(_, m)| m.as_ref().ok())
+                .map(|m| (m.key(), p.created_ms))
+        })
+        .collect();
     let mut released: BTreeMap<String, (ModuleSpec, Vec<String>)> = BTreeMap::new();
     for p in pods.iter().filter(|p| p.deleting) {
         for (_, m) in &p.modules {
@@ -345,7 +363,7 @@ pub fn plan(
         if let Some(w) = wake {
             out.wake_at_ms = earliest(out.wake_at_ms, w);
         }
-        observed.insert(key.clone(), with_superseded(obs, base.records));
+        observed.insert(key.clone(), with_superseded(obs, base.records, &created));
     }
 
     let mut done: BTreeSet<String> = BTreeSet::new();
@@ -442,24 +460,40 @@ pub fn plan(
     out
 }
 
-/// Marks a deactivated module superseded when another version of the same name is active.
-fn with_superseded(obs: Observed, records: &BTreeMap<String, BizRecord>) -> Observed {
+/// Explains a deactivated module while another version of the same name is active: it was
+/// superseded, unless the active one belongs to an older Pod (the base kept the old version
+/// instead of activating the new one).
+fn with_superseded(
+    obs: Observed,
+    records: &BTreeMap<String, BizRecord>,
+    created: &BTreeMap<String, i64>,
+) -> Observed {
     match obs {
         Observed::Reported {
             record,
             superseded_by: None,
         } if record.state == BizState::Deactivated => {
-            let active = records
-                .values()
-                .find(|r| {
-                    r.name == record.name
-                        && r.version != record.version
-                        && r.state == BizState::Activated
-                })
-                .map(|r| r.version.clone());
-            Observed::Reported {
-                record,
-                superseded_by: active,
+            let Some(active) = records.values().find(|r| {
+                r.name == record.name
+                    && r.version != record.version
+                    && r.state == BizState::Activated
+            }) else {
+                return Observed::Reported {
+                    record,
+                    superseded_by: None,
+                };
+            };
+            let ours = created.get(&record.key());
+            let theirs = created.get(&active.key());
+            match (ours, theirs) {
+                (Some(o), Some(t)) if o > t => Observed::NotActivated {
+                    active: active.version.clone(),
+                    record,
+                },
+                _ => Observed::Reported {
+                    superseded_by: Some(active.version.clone()),
+                    record,
+                },
             }
         }
         other => other,
@@ -1149,6 +1183,20 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_new_version_the_base_leaves_deactivated_says_so() {
+        let mut w = World::new();
+        let v1 = pod("a", 1, false, &[spec("biz1", "1", "https://r/1.jar")]);
+        let v2 = pod("b", 2, false, &[spec("biz1", "2", "https://r/2.jar")]);
+        w.list(vec![
+            rec("biz1", "1", BizState::Activated, 5),
+            rec("biz1", "2", BizState::Deactivated, 6),
+        ]);
+        let p = w.plan(&[v1, v2], 7);
+        assert!(matches!(&obs(&p, "b")[0], Observed::NotActivated { active, .. } if active == "1"));
+        assert!(matches!(&obs(&p, "a")[0], Observed::Reported { .. }));
     }
 
     #[test]

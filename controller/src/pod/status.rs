@@ -132,6 +132,19 @@ fn container_status(
             state_of_record(record, superseded_by.as_deref(), &m.key()),
             true,
         ),
+        (Ok(m), Some(Observed::NotActivated { record, active })) => (
+            waiting(
+                "NotActivated",
+                format!(
+                    "{} is installed but deactivated: the base keeps {}:{active} active. Let the \
+                     base activate new versions (SOFAArk: activate.new.module=true; \
+                     koupleless-agent: --activation new-takes-over)",
+                    m.key(),
+                    record.name
+                ),
+            ),
+            true,
+        ),
         (Ok(m), Some(Observed::Installing { unreachable: false })) => (
             waiting(
                 "Installing",
@@ -436,6 +449,7 @@ pub fn container_events(old: Option<&PodStatus>, new: &PodStatus) -> Vec<Contain
         let (warning, reason) = match reason {
             "InstallFailed" => (true, "InstallFailed"),
             "Superseded" => (false, "Superseded"),
+            "NotActivated" => (true, "NotActivated"),
             "ModuleGone" => (true, "ModuleGone"),
             "MissingBizVersion" => (true, "MissingBizVersion"),
             "BizVersionUnresolved" => (true, "BizVersionUnresolved"),
@@ -557,6 +571,19 @@ mod tests {
                     }),
                 },
                 Some("Superseded"),
+                false,
+            ),
+            (
+                ContainerView {
+                    name: "biz1".into(),
+                    installed: None,
+                    spec: Ok(spec("biz1")),
+                    observed: Some(Observed::NotActivated {
+                        record: rec("biz1", BizState::Deactivated),
+                        active: "0".into(),
+                    }),
+                },
+                Some("NotActivated"),
                 false,
             ),
             (
