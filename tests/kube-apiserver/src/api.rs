@@ -112,6 +112,13 @@ fn negotiate(headers: &HeaderMap) -> ApiResult<Render> {
                     .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
             })
             .collect();
+        if mt == protobuf::CONTENT_TYPE {
+            // objects only: `handle` encodes the JSON answer as protobuf
+            if !params.contains_key("as") {
+                return Ok(Render::Object);
+            }
+            continue;
+        }
         if !(mt == "application/json" || mt == "*/*" || mt == "application/*") {
             continue;
         }
@@ -138,6 +145,63 @@ fn negotiate(headers: &HeaderMap) -> ApiResult<Render> {
     Err(ApiError::not_acceptable(accept))
 }
 
+/// Whether the client accepts Kubernetes protobuf but not JSON: its answers
+/// are then encoded as protobuf (see [`crate::protobuf`]).
+fn accepts_only_protobuf(headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut proto = false;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let mt = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        match mt.as_str() {
+            "application/json" | "*/*" | "application/*" => return false,
+            // `as=Table` etc. are JSON-only here: such a request is refused
+            // (406) in JSON, as the real server answers what it cannot negotiate
+            protobuf::CONTENT_TYPE if !parts.any(|p| p.trim().starts_with("as=")) => proto = true,
+            _ => {}
+        }
+    }
+    proto
+}
+
+/// Re-encodes a JSON answer as protobuf; what has no protobuf form (e.g.
+/// discovery documents) is 406, as JSON is not acceptable.
+async fn to_protobuf(resp: Response) -> Response {
+    let is_json = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let encoded = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => serde_json::from_slice::<Value>(&b)
+            .map_err(|e| e.to_string())
+            .and_then(|v| protobuf::encode(&v).map_err(|e| e.to_string())),
+        Err(e) => Err(e.to_string()),
+    };
+    match encoded {
+        Ok(bytes) => {
+            parts.headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(protobuf::CONTENT_TYPE),
+            );
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(bytes))
+        }
+        Err(why) => {
+            let mut e = ApiError::not_acceptable(protobuf::CONTENT_TYPE);
+            e.message = format!("{} (this answer has no protobuf form: {why})", e.message);
+            e.into_response()
+        }
+    }
+}
+
 fn parse_query(uri: &http::Uri) -> Query {
     let mut q = HashMap::new();
     if let Some(s) = uri.query() {
@@ -162,15 +226,17 @@ pub async fn handle(app: Arc<App>, req: axum::extract::Request) -> Response {
         }
     };
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
+    let proto = accepts_only_protobuf(&parts.headers);
     let resp = match route(app, parts.method, parts.uri, parts.headers, body).await {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(%method, %uri, code = e.code, reason = e.reason, message = %e.message, "request refused");
-            return e.into_response();
+            let resp = e.into_response();
+            return if proto { to_protobuf(resp).await } else { resp };
         }
     };
     tracing::debug!(%method, %uri, status = resp.status().as_u16(), "request served");
-    resp
+    if proto { to_protobuf(resp).await } else { resp }
 }
 
 async fn route(
@@ -843,6 +909,8 @@ struct WatchSpec {
     render: Render,
     include: IncludeObject,
     bookmarks: bool,
+    /// Frames of `WatchEvent`s in protobuf rather than lines of JSON.
+    proto: bool,
 }
 
 impl WatchSpec {
@@ -865,6 +933,9 @@ impl WatchSpec {
     }
 
     fn line(&self, etype: &str, obj: &Value) -> Bytes {
+        if self.proto {
+            return self.frame(etype, &self.render_obj(obj));
+        }
         let mut v = format!("{{\"type\":\"{etype}\",\"object\":").into_bytes();
         let res = if self.render == Render::Object && !self.def.is_events_v1() {
             serde_json::to_writer(&mut v, obj)
@@ -876,6 +947,15 @@ impl WatchSpec {
         }
         v.extend_from_slice(b"}\n");
         Bytes::from(v)
+    }
+
+    /// A protobuf watch frame; an object without a protobuf form ends the
+    /// stream with an ERROR event.
+    fn frame(&self, etype: &str, obj: &Value) -> Bytes {
+        match protobuf::watch_frame(etype, obj) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => Self::error_line(&ApiError::internal(e.to_string()), true),
+        }
     }
 
     fn bookmark(&self, rv: u64, initial_end: bool) -> Bytes {
@@ -891,13 +971,21 @@ impl WatchSpec {
                 json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
             }
         };
+        if self.proto {
+            return self.frame("BOOKMARK", &obj);
+        }
         let mut v =
             serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
         v.push(b'\n');
         Bytes::from(v)
     }
 
-    fn error_line(e: &ApiError) -> Bytes {
+    fn error_line(e: &ApiError, proto: bool) -> Bytes {
+        if proto {
+            return protobuf::watch_frame("ERROR", &e.status())
+                .map(Bytes::from)
+                .unwrap_or_default();
+        }
         let mut v =
             serde_json::to_vec(&json!({"type": "ERROR", "object": e.status()})).unwrap_or_default();
         v.push(b'\n');
@@ -907,6 +995,7 @@ impl WatchSpec {
 
 async fn watch(r: &Req<'_>) -> ApiResult<Response> {
     let render = negotiate(r.headers)?;
+    let proto = accepts_only_protobuf(r.headers);
     let (ls, mut fs) = list_options(r)?;
     if let Some(name) = r.name {
         // legacy /watch/.../<name> path
@@ -964,6 +1053,7 @@ async fn watch(r: &Req<'_>) -> ApiResult<Response> {
         render,
         include: IncludeObject::parse(r.q.get("includeObject").map(String::as_str)),
         bookmarks,
+        proto,
     };
     let explicit_rv = if rv_param.is_empty() || rv_param == "0" {
         None
@@ -1020,7 +1110,7 @@ async fn watch(r: &Req<'_>) -> ApiResult<Response> {
             }
         }
         if let Some(e) = error {
-            let _ = tx.send(WatchSpec::error_line(&e)).await;
+            let _ = tx.send(WatchSpec::error_line(&e, proto)).await;
             return;
         }
         let deadline = tokio::time::Instant::now() + timeout;
@@ -1036,7 +1126,7 @@ async fn watch(r: &Req<'_>) -> ApiResult<Response> {
                     let e = ApiError::expired(format!(
                         "too old resource version: {last_rv} ({oldest})"
                     ));
-                    let _ = tx.send(WatchSpec::error_line(&e)).await;
+                    let _ = tx.send(WatchSpec::error_line(&e, proto)).await;
                     return;
                 }
                 Ok(evs) => {
@@ -1105,7 +1195,14 @@ async fn watch(r: &Req<'_>) -> ApiResult<Response> {
     });
     Ok(Response::builder()
         .status(StatusCode::OK)
-        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(
+            http::header::CONTENT_TYPE,
+            if proto {
+                "application/vnd.kubernetes.protobuf;stream=watch"
+            } else {
+                "application/json"
+            },
+        )
         .header(http::header::CACHE_CONTROL, "no-cache, private")
         .body(Body::from_stream(stream))
         .expect("valid response"))

@@ -217,7 +217,7 @@ impl ApiError {
             406,
             "NotAcceptable",
             format!(
-                "only the following media types are accepted: application/json, application/yaml (asked for {accept:?}; this test server does not speak protobuf)"
+                "only the following media types are accepted: application/json, application/vnd.kubernetes.protobuf (asked for {accept:?}; this test server renders tables and partial metadata in JSON only)"
             ),
         )
     }

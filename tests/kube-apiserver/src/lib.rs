@@ -38,8 +38,11 @@
 //! - Output: JSON objects, `Table` (`Accept: application/json;as=Table;
 //!   g=meta.k8s.io;v=v1`, with the real column sets, so `kubectl get` prints
 //!   real columns), and `PartialObjectMetadata[List]` (kube-rs metadata
-//!   API). Responses are JSON; a request that accepts only protobuf or
-//!   YAML gets 406.
+//!   API). Responses are JSON; a client that accepts Kubernetes protobuf
+//!   and not JSON gets objects, lists, `Status` errors and watch events
+//!   (length-prefixed `WatchEvent` frames, `;stream=watch`) in protobuf;
+//!   discovery documents, and tables or partial metadata asked for only in
+//!   protobuf or YAML, get 406.
 //! - Request bodies: JSON, YAML, and Kubernetes protobuf
 //!   (`application/vnd.kubernetes.protobuf`, what client-go's typed clients
 //!   and so `kubectl create namespace|deployment|service ...` send) for
@@ -169,7 +172,7 @@
 //! `spec.nodeName` or use the `binding` subresource), no admission
 //! plugins besides NamespaceLifecycle (no ServiceAccount token volumes, no
 //! default tolerations, no priority), no webhooks, no authentication or
-//! authorization, no protobuf responses, no CRDs, no OpenAPI schemas (`kubectl
+//! authorization, no YAML responses, no CRDs, no OpenAPI schemas (`kubectl
 //! explain` fails), no `kubectl logs/exec/port-forward` (the pod
 //! subresources are 404). Kinds it does not store (StatefulSets, Jobs,
 //! ControllerRevisions, HorizontalPodAutoscalers, PodDisruptionBudgets,

@@ -304,6 +304,134 @@ mod local {
         server.shutdown().await;
     }
 
+    /// A client that accepts only protobuf gets objects, lists, errors and
+    /// watch events in protobuf (what has no protobuf form is 406).
+    #[tokio::test]
+    async fn protobuf_only_clients_get_protobuf() {
+        use http_body_util::BodyExt;
+        use koupleless_kube_apiserver::protobuf;
+        let (client, server) = koupleless_kube_apiserver::start().await.unwrap();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        pods.create(
+            &PostParams::default(),
+            &pod("p1", json!({"app": "pb"}), None),
+        )
+        .await
+        .unwrap();
+        let send = |path: String| {
+            let client = client.clone();
+            async move {
+                let req = http::Request::get(path)
+                    .header("accept", protobuf::CONTENT_TYPE)
+                    .body(kube::client::Body::empty())
+                    .unwrap();
+                client.send(req).await.unwrap()
+            }
+        };
+        let body = |resp: http::Response<kube::client::Body>| async move {
+            let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
+            let code = resp.status().as_u16();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            (code, ct, bytes)
+        };
+        let (code, ct, bytes) = body(send("/api/v1/namespaces/default/pods/p1".into()).await).await;
+        assert_eq!((code, ct.as_str()), (200, protobuf::CONTENT_TYPE));
+        let obj = protobuf::decode(&bytes).unwrap();
+        assert_eq!(
+            (obj["kind"].as_str(), obj["metadata"]["name"].as_str()),
+            (Some("Pod"), Some("p1"))
+        );
+        let (_, _, bytes) =
+            body(send("/api/v1/namespaces/default/pods?labelSelector=app%3Dpb".into()).await).await;
+        let list = protobuf::decode(&bytes).unwrap();
+        assert_eq!(list["kind"], "PodList");
+        assert_eq!(list["items"][0]["metadata"]["name"], "p1");
+        let (code, ct, bytes) =
+            body(send("/api/v1/namespaces/default/pods/missing".into()).await).await;
+        assert_eq!((code, ct.as_str()), (404, protobuf::CONTENT_TYPE));
+        let st = protobuf::decode(&bytes).unwrap();
+        assert_eq!(
+            (
+                st["kind"].as_str(),
+                st["reason"].as_str(),
+                st["code"].as_i64()
+            ),
+            (Some("Status"), Some("NotFound"), Some(404))
+        );
+        // discovery has no protobuf form here
+        let (code, _, _) = body(send("/api/v1".into()).await).await;
+        assert_eq!(code, 406);
+        // watch: length-prefixed WatchEvent frames
+        let resp = send("/api/v1/namespaces/default/pods?watch=true&timeoutSeconds=5".into()).await;
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/vnd.kubernetes.protobuf;stream=watch"
+        );
+        pods.create(&PostParams::default(), &pod("p2", json!({}), None))
+            .await
+            .unwrap();
+        let mut stream = resp.into_body();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut events = Vec::new();
+        while events.len() < 2 {
+            let frame = tokio::time::timeout(Duration::from_secs(5), stream.frame())
+                .await
+                .expect("a watch frame in time")
+                .expect("the stream goes on")
+                .unwrap();
+            if let Ok(data) = frame.into_data() {
+                buf.extend_from_slice(&data);
+            }
+            while buf.len() >= 4 {
+                let len = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+                if buf.len() < 4 + len {
+                    break;
+                }
+                let ev: Vec<u8> = buf.drain(..4 + len).skip(4).collect();
+                // WatchEvent: type (1), object (2) = RawExtension { raw (1) }
+                let (ty, obj) = watch_event(&ev);
+                events.push((
+                    ty,
+                    protobuf::decode(&obj).unwrap()["metadata"]["name"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                ));
+            }
+        }
+        assert_eq!(
+            events,
+            [
+                ("ADDED".to_string(), "p1".to_string()),
+                ("ADDED".to_string(), "p2".to_string())
+            ]
+        );
+        server.shutdown().await;
+    }
+
+    /// Splits a meta/v1 WatchEvent (two length-delimited fields, the second a
+    /// RawExtension) by hand, so the test does not trust the encoder's tables.
+    fn watch_event(b: &[u8]) -> (String, Vec<u8>) {
+        fn field(b: &[u8]) -> (u8, &[u8], &[u8]) {
+            let tag = b[0] >> 3;
+            let (mut len, mut i, mut shift) = (0usize, 1, 0);
+            loop {
+                len |= ((b[i] & 0x7f) as usize) << shift;
+                shift += 7;
+                i += 1;
+                if b[i - 1] & 0x80 == 0 {
+                    break;
+                }
+            }
+            (tag, &b[i..i + len], &b[i + len..])
+        }
+        let (t1, ty, rest) = field(b);
+        let (t2, ext, _) = field(rest);
+        let (t3, raw, _) = field(ext);
+        assert_eq!((t1, t2, t3), (1, 2, 1));
+        (String::from_utf8(ty.to_vec()).unwrap(), raw.to_vec())
+    }
+
     #[tokio::test]
     async fn refusals_are_errors() {
         let (client, server) = koupleless_kube_apiserver::start().await.unwrap();
@@ -325,9 +453,12 @@ mod local {
             status(client.request_text(req).await.unwrap_err()).code,
             415
         );
-        // protobuf-only responses
+        // protobuf-only tables
         let req = http::Request::get("/api/v1/namespaces")
-            .header("accept", "application/vnd.kubernetes.protobuf")
+            .header(
+                "accept",
+                "application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io",
+            )
             .body(vec![])
             .unwrap();
         assert_eq!(

@@ -30,6 +30,12 @@ ROOTS = [
     "api.apps.v1.DaemonSet", "api.coordination.v1.Lease", "api.events.v1.Event",
     "api.autoscaling.v1.Scale", "api.policy.v1.Eviction",
     "apimachinery.pkg.apis.meta.v1.DeleteOptions",
+    # responses to clients that accept only protobuf
+    "apimachinery.pkg.apis.meta.v1.Status",
+    "api.core.v1.PodList", "api.core.v1.NodeList", "api.core.v1.NamespaceList",
+    "api.core.v1.ServiceList", "api.core.v1.EventList", "api.core.v1.ConfigMapList",
+    "api.core.v1.SecretList", "api.apps.v1.DeploymentList", "api.apps.v1.ReplicaSetList",
+    "api.apps.v1.DaemonSetList", "api.coordination.v1.LeaseList", "api.events.v1.EventList",
 ]
 # Rendered by hand-written code (their JSON forms are not their proto shapes).
 SPECIAL = {

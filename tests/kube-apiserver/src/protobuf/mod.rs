@@ -30,10 +30,15 @@
 //! fields without `omitempty`, as the real server's JSON shows them.
 //!
 //! Unknown field numbers are skipped, as Go's generated unmarshallers do.
-//! Responses are not encoded as protobuf: a client that accepts only protobuf
-//! gets 406 (kubectl and client-go also accept JSON).
+//!
+//! The same tables encode responses for a client that accepts only protobuf
+//! ([`encode`]): objects, lists and `Status` in the envelope above, watch
+//! events as length-prefixed `WatchEvent` frames ([`watch_frame`]).
 
+mod encode;
 mod schema;
+
+pub use encode::{EncodeError, encode, watch_frame};
 
 use base64::Engine;
 use serde_json::{Map, Value, json};
@@ -147,13 +152,14 @@ fn message(name: &str) -> Option<&'static Message> {
         .map(|i| &schema::MESSAGES[i])
 }
 
-/// The schema name of a group/version/kind, if this server can decode it.
-/// `DeleteOptions` is registered in every group (client-go sends it with the
-/// group of the resource being deleted); it is meta/v1's.
+/// The schema name of a group/version/kind, if this server can decode or
+/// encode it. `DeleteOptions` is registered in every group (client-go sends
+/// it with the group of the resource being deleted) and `Status` in v1;
+/// both are meta/v1's.
 pub fn message_for(api_version: &str, kind: &str) -> Option<&'static str> {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let name = if kind == "DeleteOptions" {
-        "apimachinery.pkg.apis.meta.v1.DeleteOptions".to_string()
+    let name = if kind == "DeleteOptions" || (kind == "Status" && api_version == "v1") {
+        format!("apimachinery.pkg.apis.meta.v1.{kind}")
     } else {
         let pkg = match group {
             "" => "core",

@@ -29,6 +29,18 @@ pub(crate) static MESSAGES: &[Message] = &[
         ],
     },
     Message {
+        name: "api.apps.v1.DaemonSetList",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ListMeta"),
+            ),
+            f(2, "items", Many, Msg("api.apps.v1.DaemonSet")),
+        ],
+    },
+    Message {
         name: "api.apps.v1.DaemonSetSpec",
         fields: &[
             f(
@@ -105,6 +117,18 @@ pub(crate) static MESSAGES: &[Message] = &[
         ],
     },
     Message {
+        name: "api.apps.v1.DeploymentList",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ListMeta"),
+            ),
+            f(2, "items", Many, Msg("api.apps.v1.Deployment")),
+        ],
+    },
+    Message {
         name: "api.apps.v1.DeploymentSpec",
         fields: &[
             f(1, "replicas", Keep, I32),
@@ -174,6 +198,18 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(3, "lastTransitionTime", One, Special(Sp::Time)),
             f(4, "reason", One, Str),
             f(5, "message", One, Str),
+        ],
+    },
+    Message {
+        name: "api.apps.v1.ReplicaSetList",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ListMeta"),
+            ),
+            f(2, "items", Many, Msg("api.apps.v1.ReplicaSet")),
         ],
     },
     Message {
@@ -252,6 +288,18 @@ pub(crate) static MESSAGES: &[Message] = &[
                 Msg("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
             ),
             f(2, "spec", One, Msg("api.coordination.v1.LeaseSpec")),
+        ],
+    },
+    Message {
+        name: "api.coordination.v1.LeaseList",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ListMeta"),
+            ),
+            f(2, "items", Many, Msg("api.coordination.v1.Lease")),
         ],
     },
     Message {
@@ -412,6 +460,18 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(1, "", Inline, Msg("api.core.v1.LocalObjectReference")),
             f(2, "key", Keep, Str),
             f(3, "optional", Keep, Bool),
+        ],
+    },
+    Message {
+        name: "api.core.v1.ConfigMapList",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ListMeta"),
+            ),
+            f(2, "items", Many, Msg("api.core.v1.ConfigMap")),
         ],
     },
     Message {
@@ -772,6 +832,18 @@ pub(crate) static MESSAGES: &[Message] = &[
         ],
     },
     Message {
+        name: "api.core.v1.EventList",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ListMeta"),
+            ),
+            f(2, "items", Many, Msg("api.core.v1.Event")),
+        ],
+    },
+    Message {
         name: "api.core.v1.EventSeries",
         fields: &[
             f(1, "count", Keep, I32),
@@ -978,6 +1050,18 @@ pub(crate) static MESSAGES: &[Message] = &[
         ],
     },
     Message {
+        name: "api.core.v1.NamespaceList",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ListMeta"),
+            ),
+            f(2, "items", Many, Msg("api.core.v1.Namespace")),
+        ],
+    },
+    Message {
         name: "api.core.v1.NamespaceSpec",
         fields: &[f(1, "finalizers", Many, Str)],
     },
@@ -1071,6 +1155,18 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.NodeFeatures",
         fields: &[f(1, "supplementalGroupsPolicy", Keep, Bool)],
+    },
+    Message {
+        name: "api.core.v1.NodeList",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ListMeta"),
+            ),
+            f(2, "items", Many, Msg("api.core.v1.Node")),
+        ],
     },
     Message {
         name: "api.core.v1.NodeRuntimeHandler",
@@ -1380,6 +1476,18 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.PodIp",
         fields: &[f(1, "ip", Keep, Str)],
+    },
+    Message {
+        name: "api.core.v1.PodList",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ListMeta"),
+            ),
+            f(2, "items", Many, Msg("api.core.v1.Pod")),
+        ],
     },
     Message {
         name: "api.core.v1.PodOs",
@@ -1755,6 +1863,18 @@ pub(crate) static MESSAGES: &[Message] = &[
         ],
     },
     Message {
+        name: "api.core.v1.SecretList",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ListMeta"),
+            ),
+            f(2, "items", Many, Msg("api.core.v1.Secret")),
+        ],
+    },
+    Message {
         name: "api.core.v1.SecretProjection",
         fields: &[
             f(1, "", Inline, Msg("api.core.v1.LocalObjectReference")),
@@ -1817,6 +1937,18 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(1, "audience", One, Str),
             f(2, "expirationSeconds", Keep, I64),
             f(3, "path", Keep, Str),
+        ],
+    },
+    Message {
+        name: "api.core.v1.ServiceList",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ListMeta"),
+            ),
+            f(2, "items", Many, Msg("api.core.v1.Service")),
         ],
     },
     Message {
@@ -2199,6 +2331,18 @@ pub(crate) static MESSAGES: &[Message] = &[
         ],
     },
     Message {
+        name: "api.events.v1.EventList",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ListMeta"),
+            ),
+            f(2, "items", Many, Msg("api.events.v1.Event")),
+        ],
+    },
+    Message {
         name: "api.events.v1.EventSeries",
         fields: &[
             f(1, "count", Keep, I32),
@@ -2275,6 +2419,15 @@ pub(crate) static MESSAGES: &[Message] = &[
         ],
     },
     Message {
+        name: "apimachinery.pkg.apis.meta.v1.ListMeta",
+        fields: &[
+            f(1, "selfLink", One, Str),
+            f(2, "resourceVersion", One, Str),
+            f(3, "continue", One, Str),
+            f(4, "remainingItemCount", Keep, I64),
+        ],
+    },
+    Message {
         name: "apimachinery.pkg.apis.meta.v1.ManagedFieldsEntry",
         fields: &[
             f(1, "manager", One, Str),
@@ -2330,5 +2483,50 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "apimachinery.pkg.apis.meta.v1.Preconditions",
         fields: &[f(1, "uid", Keep, Str), f(2, "resourceVersion", Keep, Str)],
+    },
+    Message {
+        name: "apimachinery.pkg.apis.meta.v1.Status",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ListMeta"),
+            ),
+            f(2, "status", One, Str),
+            f(3, "message", One, Str),
+            f(4, "reason", One, Str),
+            f(
+                5,
+                "details",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.StatusDetails"),
+            ),
+            f(6, "code", One, I32),
+        ],
+    },
+    Message {
+        name: "apimachinery.pkg.apis.meta.v1.StatusCause",
+        fields: &[
+            f(1, "reason", One, Str),
+            f(2, "message", One, Str),
+            f(3, "field", One, Str),
+        ],
+    },
+    Message {
+        name: "apimachinery.pkg.apis.meta.v1.StatusDetails",
+        fields: &[
+            f(1, "name", One, Str),
+            f(2, "group", One, Str),
+            f(3, "kind", One, Str),
+            f(
+                4,
+                "causes",
+                Many,
+                Msg("apimachinery.pkg.apis.meta.v1.StatusCause"),
+            ),
+            f(5, "retryAfterSeconds", One, I32),
+            f(6, "uid", One, Str),
+        ],
     },
 ];

@@ -502,3 +502,100 @@ fn every_stored_kind_has_a_schema() {
     }
     assert!(schema::MESSAGES.windows(2).all(|w| w[0].name < w[1].name));
 }
+
+#[test]
+fn encoding_round_trips_and_matches_upstream_types() {
+    let d = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "d1", "namespace": "ns", "labels": {"app": "d1", "tier": "web"},
+                     "creationTimestamp": "2025-01-01T00:00:00Z", "generation": 3,
+                     "managedFields": [{"manager": "kubectl", "operation": "Update",
+                                        "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+                                        "time": "2025-01-01T00:00:00Z",
+                                        "fieldsV1": {"f:spec": {"f:replicas": {}}}}]},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "d1"}},
+            "strategy": {"type": "RollingUpdate",
+                         "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
+            "template": {
+                "metadata": {"labels": {"app": "d1"}},
+                "spec": {
+                    "containers": [{"name": "c", "image": "nginx",
+                                    "resources": {"limits": {"memory": "1Gi"}},
+                                    "readinessProbe": {"httpGet": {"path": "/", "port": 8080}}}],
+                    "volumes": [{"name": "v", "configMap": {"name": "cm", "defaultMode": 420}}],
+                    "terminationGracePeriodSeconds": -1
+                }
+            }
+        },
+        "status": {"conditions": [{"type": "Available", "status": "True",
+                                   "lastUpdateTime": "2025-01-01T00:00:01Z",
+                                   "lastTransitionTime": "2025-01-01T00:00:02Z"}]}
+    });
+    let bytes = encode(&d).unwrap();
+    assert_eq!(decode(&bytes).unwrap(), d);
+    // the same bytes through prost and the upstream field numbers
+    let env = Unknown::decode(&bytes[4..]).unwrap();
+    assert_eq!(env.type_meta.unwrap().kind.as_deref(), Some("Deployment"));
+    let pb = apps::Deployment::decode(env.raw.unwrap().as_slice()).unwrap();
+    let spec = pb.spec.unwrap();
+    assert_eq!(spec.replicas, Some(0));
+    let ru = spec.strategy.unwrap().rolling_update.unwrap();
+    assert_eq!(
+        (
+            ru.max_unavailable.unwrap().int_val,
+            ru.max_surge.unwrap().str_val
+        ),
+        (Some(0), s("25%"))
+    );
+    let meta = pb.metadata.unwrap();
+    assert_eq!(
+        meta.creation_timestamp.unwrap().seconds,
+        Some(1_735_689_600)
+    );
+    assert_eq!(meta.labels["tier"], "web");
+    let pod = spec.template.unwrap().spec.unwrap();
+    assert_eq!(pod.termination_grace_period_seconds, Some(-1));
+    let cm = pod.volumes[0]
+        .volume_source
+        .clone()
+        .unwrap()
+        .config_map
+        .unwrap();
+    assert_eq!(cm.local_object_reference.unwrap().name, s("cm"));
+    assert_eq!(
+        pod.containers[0].resources.clone().unwrap().limits["memory"].string,
+        s("1Gi")
+    );
+}
+
+#[test]
+fn encoding_lists_status_and_watch_frames() {
+    let list = json!({"apiVersion": "v1", "kind": "SecretList",
+                      "metadata": {"resourceVersion": "7", "continue": "c"},
+                      "items": [{"metadata": {"name": "a"}, "data": {"k": "AP+A"}, "type": "Opaque"}]});
+    assert_eq!(decode(&encode(&list).unwrap()).unwrap(), list);
+    let status = json!({"apiVersion": "v1", "kind": "Status", "metadata": {},
+                        "status": "Failure", "message": "pods \"x\" not found",
+                        "reason": "NotFound", "details": {"name": "x", "kind": "pods"},
+                        "code": 404});
+    assert_eq!(decode(&encode(&status).unwrap()).unwrap(), status);
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "resourceVersion": "9"}});
+    let frame = watch_frame("ADDED", &pod).unwrap();
+    let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+    assert_eq!(len, frame.len() - 4);
+    let ev = meta::WatchEvent::decode(&frame[4..]).unwrap();
+    assert_eq!(ev.r#type.as_deref(), Some("ADDED"));
+    let raw = ev.object.unwrap().raw.unwrap();
+    assert_eq!(decode(&raw).unwrap(), pod);
+    // what has no schema, or does not fit it, is an error
+    assert!(matches!(
+        encode(&json!({"apiVersion": "v1", "kind": "APIResourceList"})),
+        Err(EncodeError::UnknownKind { .. })
+    ));
+    assert!(matches!(
+        encode(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": 3}})),
+        Err(EncodeError::Value { .. })
+    ));
+}
