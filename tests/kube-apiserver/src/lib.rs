@@ -29,8 +29,7 @@
 //! - Resources: core/v1 `nodes` (+status), `pods` (+status, +binding,
 //!   +eviction), `namespaces` (+status, +finalize), `events`, `services`
 //!   (+status), `configmaps`, `secrets`; apps/v1 `deployments`,
-//!   `replicasets` (each +status,
-//!   +scale), `daemonsets` (+status);
+//!   `replicasets` (each +status, +scale), `daemonsets` (+status);
 //!   coordination.k8s.io/v1 `leases`; events.k8s.io/v1 `events` (the same
 //!   objects as core/v1 events, converted, as in the real server).
 //! - Verbs: get, list, watch, create, update, patch, delete,
@@ -150,9 +149,9 @@
 //!   `scale` subresource); a stale `metadata.resourceVersion` is 409,
 //!   negative replicas 422 on `Scale.autoscaling`. As a `Table` it has the
 //!   real printer's Name, Desired, Available columns (`kubectl get deploy d1
-//!   --subresource=scale`). Server-side apply to
-//!   `/scale` is refused with 415 (the real server accepts it).
-//!   StatefulSets are not stored, so they have no scale.
+//!   --subresource=scale`). Server-side apply to `/scale` is refused with
+//!   415 (the real server accepts it). StatefulSets are not stored, so they
+//!   have no scale.
 //! - Eviction (`policy/v1` `Eviction`, POST on `pods/<name>/eviction`,
 //!   listed in discovery so `kubectl drain` finds it): deletes the pod with
 //!   the Eviction's `deleteOptions` exactly as a delete does (graceful for a
@@ -192,10 +191,12 @@
 //! `expose`, `set image`, `api-resources`, the generators whose typed
 //! clients send protobuf bodies (`kubectl create namespace|deployment|
 //! service|configmap|secret`; kinds this server does not store, such as
-//! `job`, get 404), `scale` (deployments and replica sets, `--current-replicas`),
-//! `rollout history|undo|restart|pause|resume|status` (history and undo read
-//! the ReplicaSets a deployment controller makes, and status waits for the
-//! status one writes: this server alone writes neither), `cordon`,
+//! `job`, get 404), `scale` (deployments and replica sets,
+//! `--current-replicas`), `rollout history|undo|restart|pause|resume|status`
+//! of deployments (history and undo read the ReplicaSets a deployment
+//! controller makes, and status waits for the status one writes: this
+//! server alone writes neither; for daemon sets they need
+//! ControllerRevisions, which are not stored), `cordon`,
 //! `uncordon` and `drain` (`--ignore-daemonsets`; eviction, or
 //! `--disable-eviction` deletes with protobuf DeleteOptions). `kubectl
 //! explain` fails because there are no schemas; `logs`, `exec`,

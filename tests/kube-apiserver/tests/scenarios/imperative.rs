@@ -68,6 +68,18 @@ pub async fn create_generators(ctx: Ctx) {
         let out = kubectl_ok(
             &c,
             &[
+                "expose",
+                "deployment",
+                "gen",
+                "--name=gen-exposed",
+                "--port=8080",
+                "--target-port=80",
+            ],
+        );
+        assert_eq!(out.trim(), "service/gen-exposed exposed");
+        let out = kubectl_ok(
+            &c,
+            &[
                 "create",
                 "configmap",
                 "cfg",
@@ -163,6 +175,12 @@ pub async fn create_generators(ctx: Ctx) {
         json!([{"name": "80-8080", "port": 80, "protocol": "TCP", "targetPort": 8080}])
     );
     assert_eq!(s["spec"]["selector"], json!({"app": "gen"}));
+    let exposed = serde_json::to_value(svcs.get("gen-exposed").await.unwrap()).unwrap();
+    assert_eq!(
+        exposed["spec"]["ports"],
+        json!([{"port": 8080, "protocol": "TCP", "targetPort": 80}])
+    );
+    assert_eq!(exposed["spec"]["selector"], json!({"app": "gen"}));
     let c = ctx.clone();
     let n = ns_name.clone();
     blocking(move || kubectl_ok(&c, &["delete", "namespace", &n])).await;
@@ -342,6 +360,19 @@ pub async fn rollout(ctx: Ctx) {
         assert_eq!(revisions, ["1", "2"], "{out}");
         let out = kubectl_ok(&c, &["rollout", "history", "deployment/ro", "--revision=1"]);
         assert!(out.contains("nginx:1.0"), "{out}");
+        let out = kubectl_ok(&c, &["rollout", "pause", "deployment/ro"]);
+        assert_eq!(out.trim(), "deployment.apps/ro paused");
+        let paused = kubectl_ok(
+            &c,
+            &["get", "deployment", "ro", "-o", "jsonpath={.spec.paused}"],
+        );
+        assert_eq!(paused, "true");
+        // undo refuses a paused deployment, as upstream
+        let out = kubectl(&c, &["rollout", "undo", "deployment/ro"]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("paused"), "{}", stderr(&out));
+        let out = kubectl_ok(&c, &["rollout", "resume", "deployment/ro"]);
+        assert_eq!(out.trim(), "deployment.apps/ro resumed");
         let out = kubectl_ok(&c, &["rollout", "restart", "deployment/ro"]);
         assert_eq!(out.trim(), "deployment.apps/ro restarted");
         let out = kubectl_ok(&c, &["rollout", "undo", "deployment/ro", "--to-revision=1"]);
@@ -364,7 +395,10 @@ pub async fn rollout(ctx: Ctx) {
         "{d}"
     );
     let generation = d["metadata"]["generation"].as_i64().unwrap();
-    assert_eq!(generation, 4, "create, set image, restart, undo: {d}");
+    assert_eq!(
+        generation, 6,
+        "create, set image, pause, resume, restart, undo: {d}"
+    );
     // rollout status waits until the status says the rollout is done
     let c = ctx.clone();
     let status = tokio::task::spawn_blocking(move || {
