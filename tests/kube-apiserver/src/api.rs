@@ -2360,6 +2360,14 @@ fn scale_target(name: &str) -> Target<'_> {
 fn scale_subresource(r: &Req<'_>, method: &Method) -> ApiResult<Response> {
     let name = r.name.expect("scale has a name");
     let key = r.key(name);
+    // the real ScaleREST names the subresource in NotFound and UID conflicts
+    let sub_resource = format!("{}/scale", r.def.plural);
+    let sub_target = Target {
+        group: r.def.group,
+        resource: &sub_resource,
+        kind: "Scale",
+        name,
+    };
     let view = |obj: &Value| scale::scale_of(obj).map_err(ApiError::internal);
     if *method == Method::GET {
         let render = negotiate(r.headers)?;
@@ -2368,7 +2376,7 @@ fn scale_subresource(r: &Req<'_>, method: &Method) -> ApiResult<Response> {
             .store
             .lock()
             .get(&key)
-            .ok_or_else(|| ApiError::not_found(r.target(name)))?;
+            .ok_or_else(|| ApiError::not_found(sub_target))?;
         let s = view(&obj)?;
         let out = match render {
             Render::Object => s,
@@ -2388,7 +2396,7 @@ fn scale_subresource(r: &Req<'_>, method: &Method) -> ApiResult<Response> {
         let mut st = r.app.store.lock();
         let old = st
             .get(&key)
-            .ok_or_else(|| ApiError::not_found(r.target(name)))?;
+            .ok_or_else(|| ApiError::not_found(sub_target))?;
         let desired = if *method == Method::PUT {
             let mut body = parse_body(r)?;
             check_scale_type(&mut body)?;
@@ -2432,6 +2440,16 @@ fn scale_subresource(r: &Req<'_>, method: &Method) -> ApiResult<Response> {
         }
         let replicas = scale::requested_replicas(&desired)
             .map_err(|causes| ApiError::invalid(scale_target(name), causes))?;
+        let uid = meta_str(&desired, "uid");
+        if !uid.is_empty() && uid != meta_str(&old, "uid") {
+            return Err(ApiError::conflict(
+                sub_target,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta_str(&old, "uid")
+                ),
+            ));
+        }
         let mut new = old.clone();
         new["spec"]["replicas"] = json!(replicas);
         finish_update(

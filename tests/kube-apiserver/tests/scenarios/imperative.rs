@@ -292,7 +292,22 @@ pub async fn scale(ctx: Ctx) {
         deps.get("sc").await.unwrap().spec.unwrap().replicas,
         Some(5)
     );
-    expect_err(deps.get_scale("missing").await, 404, "NotFound");
+    let st = expect_err(deps.get_scale("missing").await, 404, "NotFound");
+    assert_eq!(st.message, "deployments/scale.apps \"missing\" not found");
+    let mut other = five.clone();
+    other.metadata.uid = Some("not-the-deployment".into());
+    let st = expect_err(
+        deps.replace_scale("sc", &PostParams::default(), &other)
+            .await,
+        409,
+        "Conflict",
+    );
+    assert!(
+        st.message
+            .contains("Precondition failed: UID in precondition"),
+        "{}",
+        st.message
+    );
     let c = ctx.clone();
     let table =
         blocking(move || kubectl_ok(&c, &["get", "deployment", "sc", "--subresource=scale"])).await;
