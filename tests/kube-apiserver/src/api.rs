@@ -2514,8 +2514,8 @@ fn eviction(r: &Req<'_>) -> ApiResult<Response> {
     }
     serde_json::from_value::<k8s_openapi::api::policy::v1::Eviction>(ev.clone())
         .map_err(|e| ApiError::bad_request(format!("error decoding Eviction: {e}")))?;
-    let body_name = meta_str(&ev, "name");
-    if !body_name.is_empty() && body_name != name {
+    // upstream compares without filling a missing name from the URL
+    if meta_str(&ev, "name") != name {
         return Err(ApiError::bad_request(
             "name in URL does not match name in Eviction object",
         ));

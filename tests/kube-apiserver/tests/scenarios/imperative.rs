@@ -619,6 +619,19 @@ pub async fn cordon_and_drain(ctx: Ctx) {
         .unwrap();
     ctx.client.request_text(req).await.unwrap();
     assert!(pods.get_opt("web-b").await.unwrap().is_none());
+    // the Eviction must name the pod of the URL
+    let req = http::Request::post(format!(
+        "/api/v1/namespaces/{}/pods/agent-a/eviction",
+        ctx.ns
+    ))
+    .header("content-type", "application/json")
+    .body(br#"{"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {}}"#.to_vec())
+    .unwrap();
+    let st = status(ctx.client.request_text(req).await.unwrap_err());
+    assert_eq!(
+        (st.code, st.message.as_str()),
+        (400, "name in URL does not match name in Eviction object")
+    );
     // drain by deleting (the typed client sends DeleteOptions as protobuf)
     pods.create(
         &PostParams::default(),
