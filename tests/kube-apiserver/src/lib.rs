@@ -167,7 +167,8 @@
 //!
 //! The server alone runs no scheduler, kubelet, garbage collector or
 //! workload controllers (a Deployment gets no ReplicaSet or Pods unless
-//! something plays those controllers; tests create pods themselves and set
+//! something plays those controllers, as [`cluster`] does; tests create
+//! pods themselves and set
 //! `spec.nodeName` or use the `binding` subresource), no admission
 //! plugins besides NamespaceLifecycle (no ServiceAccount token volumes, no
 //! default tolerations, no priority), no webhooks, no authentication or
@@ -229,6 +230,7 @@
 //! ```
 
 pub mod api;
+pub mod cluster;
 pub mod discovery;
 pub mod errors;
 pub mod kinds;

@@ -21,6 +21,11 @@ struct Args {
     /// Events kept for watch resume (older versions answer 410 Gone).
     #[arg(long, default_value_t = 1000)]
     history: usize,
+    /// Also run the test scheduler and workload controllers (Deployments,
+    /// ReplicaSets, DaemonSets, garbage collection, node lifecycle), so
+    /// applied workloads converge to bound Pods as on a real cluster.
+    #[arg(long)]
+    with_controllers: bool,
 }
 
 #[tokio::main]
@@ -42,12 +47,23 @@ async fn main() -> anyhow::Result<()> {
         server.write_kubeconfig(path)?;
         tracing::info!(kubeconfig = %path.display(), "wrote kubeconfig");
     }
+    let controllers = if args.with_controllers {
+        Some(koupleless_kube_apiserver::cluster::start_controllers(
+            server.client()?,
+            koupleless_kube_apiserver::cluster::ControllersConfig::default(),
+        ))
+    } else {
+        None
+    };
     println!(
         "koupleless-kube-apiserver listening on {}",
         server.base_url()
     );
     tokio::signal::ctrl_c().await?;
     tracing::info!("shutting down");
+    if let Some(c) = controllers {
+        c.shutdown().await;
+    }
     server.shutdown().await;
     Ok(())
 }
