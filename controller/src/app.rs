@@ -31,6 +31,7 @@ use crate::registry::BaseRegistry;
 use crate::router::Router;
 use crate::tunnel::{HttpTunnel, MqttTunnel, Tunnels};
 use crate::vnode::node::NodeTemplate;
+use crate::vnode::sight::Sight;
 use crate::vnode::supervisor::Context;
 
 /// Capacity of the tunnel → router event queue.
@@ -62,6 +63,9 @@ pub async fn run(
     mut listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    // Embedders and tests build Settings directly: timings that contradict each other (a
+    // renew deadline past the Lease duration) would let two replicas act at once.
+    settings.timings.validate()?;
     let metrics = Arc::new(Metrics::new());
     let registry = BaseRegistry::default();
     let readiness = Arc::new(Readiness::default());
@@ -99,6 +103,10 @@ pub async fn run(
     let (events, publisher) =
         EventSink::new(client.clone(), settings.client_id.clone(), metrics.clone());
     let drain = settings.api_timeout + Duration::from_secs(5);
+    let (sight_tx, sight_rx) = tokio::sync::watch::channel(Sight::default());
+    // Well below the gap between the unreachable and dead thresholds, which is all the
+    // mass-silence rule needs to act before a silent base would be declared dead.
+    let sight_period = (settings.timings.unreachable_after / 4).min(Duration::from_millis(250));
     let ctx = Arc::new(Context {
         template: NodeTemplate::new(settings.env.clone(), settings.node.kubelet_port),
         nodes: Api::<Node>::all(client.clone()),
@@ -110,12 +118,22 @@ pub async fn run(
         events,
         registry: registry.clone(),
         tasks: TaskTracker::new(),
+        sight: sight_rx,
         settings,
     });
 
     // Transport and operational tasks.
     let io = TaskTracker::new();
     let io_cancel = CancellationToken::new();
+    io.spawn(crate::vnode::sight::monitor(
+        registry.clone(),
+        tunnels.mqtt.clone(),
+        ctx.settings.mass_silence,
+        sight_period,
+        metrics.clone(),
+        sight_tx,
+        io_cancel.clone(),
+    ));
     if let Some(d) = mqtt_driver {
         io.spawn(d.run(events_tx.clone(), io_cancel.clone()));
     }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use k8s_openapi::jiff::SignedDuration;
 use koupleless_protocol::Env;
 
 /// Why the configuration was rejected at start-up.
@@ -75,6 +76,15 @@ pub struct Args {
     /// Concurrent Arklet calls per base.
     #[arg(long, env = "HTTP_TUNNEL_MAX_CALLS_PER_BASE", default_value_t = 2)]
     pub http_max_calls_per_base: usize,
+    /// Bearer token for the bases' Arklet API (our agent's `--api-token`): sent on every call
+    /// to a base, and a heartbeat carrying it is believed from any address (bases behind NAT).
+    /// Without it a heartbeat's `localIP` must be the address it comes from.
+    #[arg(long, env = "ARKLET_API_TOKEN", hide_env_values = true)]
+    pub arklet_api_token: Option<String>,
+    /// How long the HTTP tunnel remembers the Arklet address of a base that this replica does
+    /// not serve and has not heard from.
+    #[arg(long, env = "HTTP_TUNNEL_ENDPOINT_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub http_endpoint_ttl: Duration,
 
     /// MQTT broker host.
     #[arg(long, env = "MQTT_BROKER", default_value = "test-broker")]
@@ -135,9 +145,27 @@ pub struct Args {
     /// queryAllBiz poll period per owned base.
     #[arg(long, env = "BIZ_POLL_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
     pub biz_poll_interval: Duration,
-    /// Retry delay after a failed Kubernetes write.
+    /// The owner of a base stops acting for it (no commands, no status writes) when it could
+    /// not renew the Lease for this long, before any other replica may take over
+    /// (client-go's renew deadline). Default: the Lease duration minus the renew interval.
+    #[arg(long, env = "NODE_LEASE_RENEW_DEADLINE", value_parser = humantime::parse_duration)]
+    pub node_lease_renew_deadline: Option<Duration>,
+    /// First retry delay after a failed Kubernetes call; doubles per failure of the same base,
+    /// with jitter, up to `API_RETRY_MAX`.
     #[arg(long, env = "API_RETRY_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub api_retry_interval: Duration,
+    /// Longest retry delay after repeated failed Kubernetes calls for one base.
+    #[arg(long, env = "API_RETRY_MAX", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub api_retry_max: Duration,
+    /// When more than this share of the bases this replica owns go silent together, it
+    /// treats that as its own partition, not as mass death: no Node is deleted for silence
+    /// until they are heard again (node-lifecycle-controller's full-disruption rule).
+    #[arg(long, env = "MASS_SILENCE_SHARE", default_value_t = 0.5)]
+    pub mass_silence_share: f64,
+    /// The mass-silence rule applies only when at least this many bases are silent, so a
+    /// single dead base is still deleted.
+    #[arg(long, env = "MASS_SILENCE_MIN_BASES", default_value_t = 3)]
+    pub mass_silence_min_bases: usize,
     /// Bound on each Kubernetes call.
     #[arg(long, env = "API_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub api_timeout: Duration,
@@ -251,8 +279,40 @@ pub struct Settings {
     pub api_timeout: Duration,
     /// Workload back-off before claiming a new base.
     pub workload: Workload,
+    /// When silence of many bases is this replica's partition rather than their death.
+    pub mass_silence: MassSilence,
+    /// Added to the wall clock for every timestamp this replica writes (Lease renew times,
+    /// Node heartbeat times). Zero in production; tests use it to run a replica with a skewed
+    /// clock. Decisions never compare wall-clock times of different replicas.
+    pub clock_offset: SignedDuration,
     /// Module Pods.
     pub pods: crate::pod::PodSettings,
+}
+
+/// The full-disruption rule (spec controller §9.3, Kubernetes' node lifecycle controller):
+/// many bases going silent at once says more about this replica than about the bases.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MassSilence {
+    /// Silent share of owned bases above which silence is not taken as death.
+    pub share: f64,
+    /// Fewest silent bases for the rule to apply.
+    pub min_bases: usize,
+}
+
+impl MassSilence {
+    /// Whether `silent` of `owned` bases being silent is a partition of this replica.
+    pub fn is_partition(&self, silent: usize, owned: usize) -> bool {
+        silent >= self.min_bases.max(1) && (silent as f64) > self.share * owned as f64
+    }
+}
+
+impl Default for MassSilence {
+    fn default() -> Self {
+        MassSilence {
+            share: 0.5,
+            min_bases: 3,
+        }
+    }
 }
 
 /// Workload back-off (spec controller §4.3, implemented for real).
@@ -340,6 +400,46 @@ pub struct HttpTunnelSettings {
     pub operation_timeout: Duration,
     /// Concurrent calls per base.
     pub max_calls_per_base: usize,
+    /// Bearer token sent to every Arklet and accepted on heartbeats (`ARKLET_API_TOKEN`).
+    pub api_token: Option<BearerToken>,
+    /// Addresses of bases not served by this replica are forgotten after this much silence.
+    pub endpoint_ttl: Duration,
+}
+
+impl Default for HttpTunnelSettings {
+    fn default() -> Self {
+        HttpTunnelSettings {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7777)),
+            call_timeout: Duration::from_secs(10),
+            operation_timeout: Duration::from_secs(300),
+            max_calls_per_base: 2,
+            api_token: None,
+            endpoint_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A bearer token. `Debug` does not show it, so logging the settings does not leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(String);
+
+impl BearerToken {
+    /// The token, `None` when blank.
+    pub fn new(token: &str) -> Option<BearerToken> {
+        let t = token.trim();
+        (!t.is_empty()).then(|| BearerToken(t.to_owned()))
+    }
+
+    /// The token itself, for the places that send or check it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
 }
 
 /// Timings of the vnode lifecycle; upstream values are the defaults (spec controller §1.12).
@@ -357,8 +457,12 @@ pub struct Timings {
     pub health_interval: Duration,
     /// queryAllBiz poll period.
     pub biz_interval: Duration,
-    /// Retry delay after a failed Kubernetes call.
+    /// The owner stops acting when it could not renew its Lease for this long.
+    pub lease_renew_deadline: Duration,
+    /// First retry delay after a failed Kubernetes call (doubled per failure, with jitter).
     pub retry_interval: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
     /// How long a baseline query waits for this replica to learn whether it owns the base.
     pub baseline_wait: Duration,
 }
@@ -372,7 +476,9 @@ impl Timings {
         lease_renew_interval: Duration::from_secs(10),
         health_interval: Duration::from_secs(10),
         biz_interval: Duration::from_secs(15),
+        lease_renew_deadline: Duration::from_secs(30),
         retry_interval: Duration::from_secs(2),
+        retry_max: Duration::from_secs(60),
         baseline_wait: Duration::from_secs(30),
     };
 
@@ -387,6 +493,16 @@ impl Timings {
         }
         if self.lease_renew_interval.is_zero() || self.lease_renew_interval >= self.lease_duration {
             return err("need 0 < NODE_LEASE_RENEW_INTERVAL < NODE_LEASE_DURATION");
+        }
+        if self.lease_renew_deadline <= self.lease_renew_interval
+            || self.lease_renew_deadline >= self.lease_duration
+        {
+            return err(
+                "need NODE_LEASE_RENEW_INTERVAL < NODE_LEASE_RENEW_DEADLINE < NODE_LEASE_DURATION",
+            );
+        }
+        if self.retry_max < self.retry_interval {
+            return err("need API_RETRY_INTERVAL <= API_RETRY_MAX");
         }
         if self.health_interval.is_zero()
             || self.biz_interval.is_zero()
@@ -430,6 +546,8 @@ impl Settings {
             node: NodeSettings::default(),
             api_timeout: Duration::from_secs(15),
             workload: Workload::default(),
+            mass_silence: MassSilence::default(),
+            clock_offset: SignedDuration::ZERO,
             pods: crate::pod::PodSettings::default(),
         }
     }
@@ -476,6 +594,8 @@ impl Args {
             call_timeout: self.http_call_timeout,
             operation_timeout: self.http_operation_timeout,
             max_calls_per_base: self.http_max_calls_per_base.max(1),
+            api_token: self.arklet_api_token.as_deref().and_then(BearerToken::new),
+            endpoint_ttl: self.http_endpoint_ttl,
         });
         let timings = Timings {
             unreachable_after: self.node_unreachable_after,
@@ -484,9 +604,19 @@ impl Args {
             lease_renew_interval: self.node_lease_renew_interval,
             health_interval: self.health_poll_interval,
             biz_interval: self.biz_poll_interval,
+            lease_renew_deadline: self.node_lease_renew_deadline.unwrap_or_else(|| {
+                self.node_lease_duration
+                    .saturating_sub(self.node_lease_renew_interval)
+            }),
             retry_interval: self.api_retry_interval,
+            retry_max: self.api_retry_max,
             baseline_wait: Timings::UPSTREAM.baseline_wait,
         };
+        if !(0.0..=1.0).contains(&self.mass_silence_share) {
+            return Err(ConfigError::Timings(
+                "MASS_SILENCE_SHARE must be between 0 and 1".into(),
+            ));
+        }
         timings.validate()?;
         let bound = parse_quantity_bytes(&self.unbounded_metaspace_capacity)?;
         Ok(Settings {
@@ -505,6 +635,11 @@ impl Args {
                 max_level: self.workload_max_level,
                 step: self.workload_step,
             },
+            mass_silence: MassSilence {
+                share: self.mass_silence_share,
+                min_bases: self.mass_silence_min_bases,
+            },
+            clock_offset: SignedDuration::ZERO,
             pods: crate::pod::PodSettings {
                 orphans: self.orphan_modules,
                 workers: self.vnode_worker_num.max(1),
@@ -626,7 +761,7 @@ mod tests {
 
     #[test]
     fn rejections() {
-        let bad: [&[&str]; 6] = [
+        let bad: [&[&str]; 9] = [
             &[],
             &["--enable-http-tunnel=true", "--env=a.b"],
             &[
@@ -640,11 +775,58 @@ mod tests {
                 "--enable-http-tunnel=true",
                 "--unbounded-metaspace-capacity=lots",
             ],
+            // The renew deadline must leave room before the Lease lapses for others.
+            &[
+                "--enable-http-tunnel=true",
+                "--node-lease-renew-deadline=40s",
+            ],
+            &[
+                "--enable-http-tunnel=true",
+                "--node-lease-renew-deadline=5s",
+            ],
+            &["--enable-http-tunnel=true", "--mass-silence-share=1.5"],
         ];
         for args in bad {
             assert!(parse(args).unwrap().settings().is_err(), "{args:?}");
         }
         assert!(parse(&["--enable-http-tunnel", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn mass_silence_table() {
+        let m = MassSilence::default();
+        for (silent, owned, want) in [
+            (0, 0, false),
+            (1, 1, false),
+            (2, 2, false),
+            (3, 3, true),
+            (3, 6, false),
+            (4, 6, true),
+            (3, 10, false),
+            (10, 10, true),
+        ] {
+            assert_eq!(m.is_partition(silent, owned), want, "{silent}/{owned}");
+        }
+        let one = MassSilence {
+            share: 0.5,
+            min_bases: 0,
+        };
+        assert!(one.is_partition(1, 1), "min 0 is taken as 1");
+        assert!(!one.is_partition(0, 1));
+    }
+
+    #[test]
+    fn renew_deadline_defaults_to_duration_minus_interval() {
+        let a = parse(&[
+            "--enable-http-tunnel=true",
+            "--node-lease-duration=20s",
+            "--node-lease-renew-interval=5s",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.settings().unwrap().timings.lease_renew_deadline,
+            Duration::from_secs(15)
+        );
     }
 
     #[test]

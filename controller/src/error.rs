@@ -13,6 +13,9 @@ pub enum Error {
     /// HTTP tunnel configuration.
     #[error(transparent)]
     Http(#[from] HttpSetupError),
+    /// Settings that contradict each other.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -30,6 +33,7 @@ impl Error {
         match self {
             Error::Mqtt(_) => "mqtt_setup",
             Error::Http(_) => "http_setup",
+            Error::Config(_) => "config",
             Error::Bind { .. } => "bind",
         }
     }

@@ -75,6 +75,15 @@ pub struct ApiOpLabels {
     pub verb: &'static str,
 }
 
+/// A command handed to a tunnel.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    /// Tunnel.
+    pub tunnel: Tunnel,
+    /// `health`, `queryAllBiz`, `installBiz`, `uninstallBiz`.
+    pub command: &'static str,
+}
+
 /// A lifecycle transition.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransitionLabels {
@@ -109,6 +118,10 @@ pub struct Metrics {
     pub status_unchanged: Counter,
     /// Lifecycle transitions.
     pub transitions: Family<TransitionLabels, Counter>,
+    /// Commands handed to a tunnel for a base.
+    pub commands: Family<CommandLabels, Counter>,
+    /// 1 while this replica cannot hear (some of) its bases: MQTT down or mass silence.
+    pub blind: Gauge,
 }
 
 impl Default for Metrics {
@@ -129,6 +142,18 @@ impl Metrics {
         let api_duration: HistogramFamily = Family::new_with_constructor(api_histogram);
         let status_unchanged = Counter::default();
         let transitions = Family::<TransitionLabels, Counter>::default();
+        let commands = Family::<CommandLabels, Counter>::default();
+        let blind = Gauge::default();
+        registry.register(
+            "commands",
+            "Commands handed to a tunnel, by tunnel and command",
+            commands.clone(),
+        );
+        registry.register(
+            "blind",
+            "1 while the MQTT broker is unreachable or most owned bases are silent at once",
+            blind.clone(),
+        );
         registry.register(
             "vnodes",
             "Bases known to this replica, by state",
@@ -175,6 +200,8 @@ impl Metrics {
             api_duration,
             status_unchanged,
             transitions,
+            commands,
+            blind,
         }
     }
 
@@ -184,6 +211,16 @@ impl Metrics {
             .get_or_create(&TunnelErrorLabels {
                 tunnel: tunnel.into(),
                 kind,
+            })
+            .inc();
+    }
+
+    /// Counts a command handed to a tunnel.
+    pub fn command(&self, tunnel: TunnelKind, command: &'static str) {
+        self.commands
+            .get_or_create(&CommandLabels {
+                tunnel: tunnel.into(),
+                command,
             })
             .inc();
     }

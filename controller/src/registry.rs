@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use koupleless_protocol::VNodeName;
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 
 use crate::tunnel::{BizRecord, TunnelKind};
 
@@ -60,6 +61,20 @@ pub struct BaseView {
     /// How many complete module lists the base has sent, so a reader can tell a list that
     /// raced an operation from a later one.
     pub lists: u64,
+    /// Until when this replica may act for the base (commands, Node and Pod writes): its
+    /// Lease renew deadline. `None` when it does not own the base.
+    pub acting_until: Option<Instant>,
+}
+
+impl BaseView {
+    /// Whether this replica may act for the base at `now`: it owns the base and its last
+    /// Lease renewal is within the renew deadline (a replica that cannot renew is fenced even
+    /// before its supervisor notices).
+    pub fn may_act(&self, now: Instant) -> bool {
+        self.state.is_owned()
+            && self.state != VNodeState::Deleting
+            && self.acting_until.is_some_and(|until| now < until)
+    }
 }
 
 /// Shared map of bases.
@@ -87,11 +102,31 @@ impl BaseRegistry {
             tunnel,
             bizs: BTreeMap::new(),
             lists: 0,
+            acting_until: None,
         });
         e.state = state;
         e.tunnel = tunnel;
         drop(map);
         self.changes.notify(name);
+    }
+
+    /// Sets until when this replica may act for the base (see [`BaseView::may_act`]).
+    pub fn set_acting_until(&self, name: &VNodeName, until: Option<Instant>) {
+        let mut map = self.write();
+        let Some(e) = map.get_mut(name) else {
+            return;
+        };
+        let lost = e.acting_until.is_some() && until.is_none();
+        e.acting_until = until;
+        drop(map);
+        if lost {
+            self.changes.notify(name);
+        }
+    }
+
+    /// Whether this replica may act for the base at `now` (see [`BaseView::may_act`]).
+    pub fn may_act(&self, name: &VNodeName, now: Instant) -> bool {
+        self.read().get(name).is_some_and(|v| v.may_act(now))
     }
 
     /// Records module states: a complete list replaces the known ones, outcomes update them.

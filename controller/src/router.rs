@@ -2,8 +2,10 @@
 //! supervisor for each newly heard base and, once at start-up, for each existing vnode of
 //! this env (so a restarted controller resumes its bases instead of deleting them).
 //!
-//! The router never waits on a supervisor: a full inbox drops the message (heartbeats and
-//! polls repeat), and a supervisor that ended is replaced on the next activated heartbeat.
+//! The router never waits on a supervisor: each has a coalescing [`Mailbox`] that keeps the
+//! latest state per kind of news, so nothing that happens once (a DEACTIVATED heartbeat, a
+//! Node delete event) is lost to a busy supervisor. A supervisor that ended is replaced on
+//! the next activated heartbeat.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +19,6 @@ use koupleless_protocol::{BaseIdentity, BizState, VNodeName};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,14 +27,12 @@ use tracing::Instrument;
 use crate::labels;
 use crate::ops::Readiness;
 use crate::tunnel::{BaselineRequest, TunnelEvent, TunnelKind};
+use crate::vnode::mailbox::Mailbox;
 use crate::vnode::supervisor::{Context, Exited, Supervisor, SupervisorMsg};
-
-/// Inbox size of each supervisor.
-const INBOX: usize = 64;
 
 #[derive(Debug)]
 struct Handle {
-    tx: mpsc::Sender<SupervisorMsg>,
+    mailbox: Arc<Mailbox>,
     generation: u64,
 }
 
@@ -146,12 +145,12 @@ impl Router {
     fn spawn(
         &mut self,
         name: VNodeName,
-        make: impl FnOnce(u64, mpsc::Receiver<SupervisorMsg>) -> Supervisor,
-    ) -> mpsc::Sender<SupervisorMsg> {
-        let (tx, rx) = mpsc::channel(INBOX);
+        make: impl FnOnce(u64, Arc<Mailbox>) -> Supervisor,
+    ) -> Arc<Mailbox> {
+        let mailbox = Arc::new(Mailbox::default());
         let generation = self.next_generation;
         self.next_generation += 1;
-        let sup = make(generation, rx);
+        let sup = make(generation, mailbox.clone());
         let span = tracing::debug_span!("supervisor", node = %name);
         self.tasks.spawn(
             sup.run(self.supervisors_cancel.child_token())
@@ -160,11 +159,11 @@ impl Router {
         self.supervisors.insert(
             name,
             Handle {
-                tx: tx.clone(),
+                mailbox: mailbox.clone(),
                 generation,
             },
         );
-        tx
+        mailbox
     }
 
     /// Sends to a base's supervisor. `Err(msg)` when there is none (or it ended).
@@ -172,17 +171,11 @@ impl Router {
         let Some(h) = self.supervisors.get(name) else {
             return Err(msg);
         };
-        match h.tx.try_send(msg) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
-                tracing::debug!(node = %name, "supervisor busy; message dropped");
-                Ok(())
-            }
-            Err(TrySendError::Closed(msg)) => {
-                self.supervisors.remove(name);
-                Err(msg)
-            }
+        let delivered = h.mailbox.put(msg);
+        if delivered.is_err() {
+            self.supervisors.remove(name);
         }
+        delivered
     }
 
     fn name_of(&self, tunnel: TunnelKind, base: &BaseIdentity) -> Option<VNodeName> {
@@ -248,12 +241,12 @@ impl Router {
                     )
                     .with_claim_delay(delay)
                 });
-                let _ = tx.try_send(SupervisorMsg::Heartbeat {
+                let _ = tx.put(SupervisorMsg::Heartbeat {
                     tunnel,
                     status: Box::new(status),
                 });
                 for (req, _) in self.pending.remove(&base).unwrap_or_default() {
-                    let _ = tx.try_send(SupervisorMsg::Baseline(req));
+                    let _ = tx.put(SupervisorMsg::Baseline(req));
                 }
             }
             TunnelEvent::Health { base, data, .. } => {

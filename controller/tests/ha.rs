@@ -73,7 +73,17 @@ async fn two_replicas_split_bases_and_one_takes_over_after_the_other_crashes() {
         .await
     );
 
-    // Replica a crashes: its Leases expire and b takes every base over; no Node is lost.
+    // Replica a crashes: its Leases expire and b takes every base over; no Node is lost (a
+    // delete-and-recreate would show as a new UID).
+    let mut uids = BTreeMap::new();
+    let mut a_owned = Vec::new();
+    for id in &ids {
+        let node = kube.node(&vnode(id)).await.unwrap();
+        uids.insert(id.clone(), node.metadata.uid.unwrap());
+        if kube.lease_holder(&vnode(id)).await.as_deref() == Some("mc-a") {
+            a_owned.push(id.clone());
+        }
+    }
     a.crash().await;
     assert!(
         eventually(T, || async {
@@ -95,14 +105,29 @@ async fn two_replicas_split_bases_and_one_takes_over_after_the_other_crashes() {
             .await
         );
     }
-    let takeovers = kube
-        .lease(&vnode(&ids[0]))
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .lease_transitions;
-    assert!(takeovers.is_some());
+    for id in &ids {
+        let node = kube.node(&vnode(id)).await.unwrap();
+        assert_eq!(
+            node.metadata.uid.as_ref(),
+            uids.get(id),
+            "{id}: Node recreated"
+        );
+        let transitions = kube
+            .lease(&vnode(id))
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .lease_transitions
+            .unwrap_or(0);
+        // A new Lease starts at 0; each takeover counts one more.
+        let want = i32::from(a_owned.contains(id));
+        assert!(
+            transitions >= want,
+            "{id}: {transitions} transitions, want >= {want}"
+        );
+    }
+    assert!(!a_owned.is_empty(), "a owned something before it crashed");
     for base in bases {
         base.stop().await;
     }
@@ -118,6 +143,7 @@ async fn sigterm_releases_leases_so_the_other_replica_takes_over_at_once() {
     let mut sa = settings("mc-a", Some(broker.port), false);
     sa.timings.lease_duration = Duration::from_secs(30);
     sa.timings.lease_renew_interval = Duration::from_secs(5);
+    sa.timings.lease_renew_deadline = Duration::from_secs(20);
     let mut sb = sa.clone();
     sb.client_id = "mc-b".into();
     sb.mqtt.as_mut().unwrap().client_id = "koupleless@@@mc-b".into();

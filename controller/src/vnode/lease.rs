@@ -1,16 +1,19 @@
 //! Who owns a base: the per-node Lease in `kube-node-lease` (spec controller §1.15, §4.5).
 //!
-//! The decision is a pure function of the Lease as last seen, this replica's identity and
-//! `now`. Unlike upstream, an expired or released Lease is taken over, so a crashed replica no
-//! longer orphans its bases; writes carry the `resourceVersion` read, so two replicas racing
-//! for the same Lease cannot both win.
+//! The decision is a pure function of the Lease as last seen, how long this replica has seen
+//! it unchanged (its own monotonic clock, so wall-clock skew between replicas cannot cause an
+//! early takeover) and this replica's identity. Unlike upstream, an expired or released Lease
+//! is taken over, so a crashed replica no longer orphans its bases; writes carry the
+//! `resourceVersion` read, so two replicas racing for the same Lease cannot both win. The
+//! holder itself stops acting when it could not renew within the renew deadline
+//! ([`crate::config::Timings::lease_renew_deadline`]), before anyone else may take over.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use koupleless_protocol::{Env, VNodeName};
 
 use crate::labels;
@@ -37,18 +40,18 @@ impl LeaseView {
         }
     }
 
-    /// When the Lease stops being valid; `None` when it never was (no renew time or duration).
-    pub fn expires_at(&self) -> Option<Timestamp> {
-        let renew = self.renew_time?;
-        let secs = self.duration_seconds?;
-        renew
-            .checked_add(SignedDuration::from_secs(secs.into()))
-            .ok()
-    }
-
-    /// Expired strictly after `renewTime + leaseDurationSeconds`.
-    pub fn expired(&self, now: Timestamp) -> bool {
-        self.expires_at().is_none_or(|at| at < now)
+    /// Whether another holder's Lease has lapsed, judged as client-go's leader election does:
+    /// by how long *this replica* has seen the same record unchanged (`unchanged_for`, on its
+    /// own monotonic clock), never by comparing the holder's `renewTime` with the local wall
+    /// clock, which a skewed clock on either side would turn into an early takeover. A record
+    /// without a duration never was valid.
+    pub fn lapsed(&self, unchanged_for: Duration) -> bool {
+        match self.duration_seconds {
+            Some(secs) if secs > 0 => {
+                unchanged_for > Duration::from_secs(secs.unsigned_abs().into())
+            }
+            _ => true,
+        }
     }
 
     /// The holder, if the Lease is held by anyone.
@@ -78,12 +81,13 @@ pub enum LeaseDecision {
     Absent,
 }
 
-/// Decides, from the Lease as last seen. `base_dead` is this replica's liveness view;
-/// `renew_due` whether our renewal period has elapsed.
+/// Decides, from the Lease as last seen and how long this replica has seen it unchanged
+/// (see [`LeaseView::lapsed`]). `base_dead` is this replica's liveness view; `renew_due`
+/// whether our renewal period has elapsed.
 pub fn decide(
     current: Option<&LeaseView>,
+    unchanged_for: Duration,
     me: &str,
-    now: Timestamp,
     base_dead: bool,
     renew_due: bool,
 ) -> LeaseDecision {
@@ -102,7 +106,7 @@ pub fn decide(
                 LeaseDecision::Keep
             }
         }
-        Some(h) if !lease.expired(now) => LeaseDecision::Standby {
+        Some(h) if !lease.lapsed(unchanged_for) => LeaseDecision::Standby {
             holder: h.to_owned(),
         },
         _ => LeaseDecision::TakeOver,
@@ -176,6 +180,7 @@ pub fn released(lease: &Lease, now: Timestamp) -> Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::jiff::SignedDuration;
 
     fn view(holder: Option<&str>, renew_secs_ago: Option<i64>, dur: Option<i32>) -> LeaseView {
         LeaseView {
@@ -195,28 +200,33 @@ mod tests {
         let standby = |h: &str| Standby { holder: h.into() };
         #[rustfmt::skip]
         let cases = [
-            // (lease, base dead, renew due, decision)
-            (None,                                    false, false, Create),
-            (None,                                    true,  false, Absent),
-            (Some(view(Some("me"), Some(5), Some(40))),  false, true,  Renew),
-            (Some(view(Some("me"), Some(5), Some(40))),  false, false, Keep),
+            // (lease, seen unchanged for (s), base dead, renew due, decision)
+            (None,                                   0,   false, false, Create),
+            (None,                                   0,   true,  false, Absent),
+            (Some(view(Some("me"), Some(5), Some(40))),   5,   false, true,  Renew),
+            (Some(view(Some("me"), Some(5), Some(40))),   5,   false, false, Keep),
             // Our own lapsed Lease is renewed, not abandoned (upstream abandons it).
-            (Some(view(Some("me"), Some(100), Some(40))), false, true, Renew),
-            (Some(view(Some("b"), Some(5), Some(40))),   false, true,  standby("b")),
-            (Some(view(Some("b"), Some(40), Some(40))),  false, true,  standby("b")),
-            (Some(view(Some("b"), Some(41), Some(40))),  false, false, TakeOver),
+            (Some(view(Some("me"), Some(100), Some(40))), 100, false, true,  Renew),
+            (Some(view(Some("b"), Some(5), Some(40))),    5,   false, true,  standby("b")),
+            (Some(view(Some("b"), Some(40), Some(40))),   40,  false, true,  standby("b")),
+            (Some(view(Some("b"), Some(41), Some(40))),   41,  false, false, TakeOver),
+            // Clock skew: the holder's renewTime says an hour ago (its clock is behind, or
+            // ours ahead), but we saw the record change 5 s ago: the holder is alive.
+            (Some(view(Some("b"), Some(3600), Some(40))), 5,   false, false, standby("b")),
+            // ...and a renewTime "in the future" does not keep a dead holder's Lease alive.
+            (Some(view(Some("b"), Some(-3600), Some(40))), 41, false, false, TakeOver),
             // A dead base whose owner vanished: take over to delete the Node.
-            (Some(view(Some("b"), Some(41), Some(40))),  true,  false, TakeOver),
-            (Some(view(None, Some(1), Some(40))),        false, false, TakeOver),
-            (Some(view(Some(""), Some(1), Some(40))),    false, false, TakeOver),
-            (Some(view(Some("b"), None, Some(40))),      false, false, TakeOver),
-            (Some(view(Some("b"), Some(1), None)),       false, false, TakeOver),
+            (Some(view(Some("b"), Some(41), Some(40))),   41,  true,  false, TakeOver),
+            (Some(view(None, Some(1), Some(40))),         1,   false, false, TakeOver),
+            (Some(view(Some(""), Some(1), Some(40))),     1,   false, false, TakeOver),
+            (Some(view(Some("b"), None, Some(40))),       1,   false, false, standby("b")),
+            (Some(view(Some("b"), Some(1), None)),        1,   false, false, TakeOver),
         ];
-        for (lease, dead, due, want) in cases {
+        for (lease, seen, dead, due, want) in cases {
             assert_eq!(
-                decide(lease.as_ref(), "me", now(), dead, due),
+                decide(lease.as_ref(), Duration::from_secs(seen), "me", dead, due),
                 want,
-                "{lease:?} dead={dead} due={due}"
+                "{lease:?} seen={seen} dead={dead} due={due}"
             );
         }
     }
@@ -234,7 +244,8 @@ mod tests {
         let v = LeaseView::of(&l);
         assert_eq!(v.holder(), Some("me"));
         assert_eq!(v.duration_seconds, Some(40));
-        assert!(!v.expired(now()));
+        assert!(!v.lapsed(Duration::from_secs(40)));
+        assert!(v.lapsed(Duration::from_secs(41)));
 
         let later = now() + SignedDuration::from_secs(100);
         let t = taken_over(&l, "other", later, Duration::from_secs(40));
@@ -246,7 +257,7 @@ mod tests {
         let r = released(&t, later);
         assert_eq!(LeaseView::of(&r).holder(), None);
         assert_eq!(
-            decide(Some(&LeaseView::of(&r)), "me", later, false, false),
+            decide(Some(&LeaseView::of(&r)), Duration::ZERO, "me", false, false),
             LeaseDecision::TakeOver
         );
         let rn = renewed(

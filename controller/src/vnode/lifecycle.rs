@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::backoff::{self, Backoff};
 use super::liveness::{Class, DeathCause, Liveness, Thresholds};
 use crate::config::Timings;
 
@@ -91,6 +92,9 @@ pub enum Input {
     NodeGone,
     /// Result of deleting the Node and Lease.
     Deleted(DeleteOutcome),
+    /// This replica became unable (`true`) or able again (`false`) to hear the base: its
+    /// tunnel disconnected or reconnected, or most of its bases went silent at once.
+    Blind(bool),
     /// The controller is shutting down.
     Shutdown,
 }
@@ -102,6 +106,9 @@ pub enum Transition {
     Acquired,
     /// Another replica took the base over.
     Lost,
+    /// This replica could not renew the Lease within the renew deadline and stopped acting
+    /// for the base, before anyone else could take it over.
+    Fenced,
     /// Ready=True again.
     Ready,
     /// Ready=Unknown.
@@ -156,6 +163,13 @@ pub struct Machine {
     biz_at: Instant,
     sync_retry_at: Option<Instant>,
     delete_retry_at: Option<Instant>,
+    /// Consecutive failures, for backoff.
+    sync_failures: u32,
+    delete_failures: u32,
+    lease_failures: u32,
+    backoff: Backoff,
+    /// Jitter seed (from the Node name), so bases failing together retry apart.
+    seed: u64,
     /// Whether a Lease check has completed at least once.
     lease_known: bool,
     /// Whether per-base traffic is attached.
@@ -166,6 +180,11 @@ impl Machine {
     /// A standby vnode whose base counts as alive at `now` (just heard from, or a grace
     /// period for a Node rediscovered at start-up). The Lease is checked at once.
     pub fn new(now: Instant, timings: Timings) -> Machine {
+        Machine::named("", now, timings)
+    }
+
+    /// Like [`Machine::new`], with retry jitter seeded from the base's Node name.
+    pub fn named(name: &str, now: Instant, timings: Timings) -> Machine {
         Machine {
             phase: Phase::Standby,
             liveness: Liveness::new(now),
@@ -181,6 +200,14 @@ impl Machine {
             biz_at: now,
             sync_retry_at: None,
             delete_retry_at: None,
+            sync_failures: 0,
+            delete_failures: 0,
+            lease_failures: 0,
+            backoff: Backoff {
+                base: timings.retry_interval,
+                cap: timings.retry_max,
+            },
+            seed: backoff::seed(name),
             lease_known: false,
             attached: false,
         }
@@ -214,6 +241,23 @@ impl Machine {
         self.class(now) == Class::Alive
     }
 
+    /// Until when this replica may act for the base (send commands, write its Node and Pods):
+    /// the renew deadline after the last successful renewal, while it is the owner. Readers
+    /// outside the supervisor (the Pod reconciler) check this at the moment they act, so a
+    /// replica whose renewals hang stops acting even before its supervisor gets to run.
+    pub fn acting_until(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Owner => self
+                .renewed_at
+                .map(|at| at + self.timings.lease_renew_deadline),
+            _ => None,
+        }
+    }
+
+    fn retry_delay(&self, failures: u32) -> std::time::Duration {
+        self.backoff.delay(failures, self.seed)
+    }
+
     /// Feeds one input; returns the effects, in order.
     pub fn step(&mut self, input: Input, now: Instant) -> Vec<Effect> {
         let mut fx = Vec::new();
@@ -234,7 +278,13 @@ impl Machine {
             }
             Input::Lease(outcome) => self.on_lease(outcome, now, &mut fx),
             Input::NodeSynced { ok } => {
-                self.sync_retry_at = (!ok).then(|| now + self.timings.retry_interval);
+                if ok {
+                    self.sync_failures = 0;
+                    self.sync_retry_at = None;
+                } else {
+                    self.sync_failures = self.sync_failures.saturating_add(1);
+                    self.sync_retry_at = Some(now + self.retry_delay(self.sync_failures));
+                }
             }
             Input::NodeChanged => {
                 if self.phase == Phase::Owner {
@@ -253,11 +303,14 @@ impl Machine {
                             self.phase = Phase::Done;
                         }
                         DeleteOutcome::Failed => {
-                            self.delete_retry_at = Some(now + self.timings.retry_interval);
+                            self.delete_failures = self.delete_failures.saturating_add(1);
+                            self.delete_retry_at =
+                                Some(now + self.retry_delay(self.delete_failures));
                         }
                     }
                 }
             }
+            Input::Blind(blind) => self.liveness.set_blind(blind, now),
             Input::Shutdown => {
                 if self.phase == Phase::Owner {
                     self.detach(&mut fx);
@@ -297,6 +350,9 @@ impl Machine {
             return;
         }
         let renew = self.timings.lease_renew_interval;
+        if outcome != LeaseOutcome::Failed {
+            self.lease_failures = 0;
+        }
         match outcome {
             LeaseOutcome::Held { renewed } => {
                 self.lease_known = true;
@@ -309,6 +365,13 @@ impl Machine {
                     self.shown = None;
                     self.health_at = now;
                     self.biz_at = now;
+                    self.sync_failures = 0;
+                    self.sync_retry_at = None;
+                    // Liveness is judged from this replica's own observation, starting now:
+                    // silence it was in no position to hear (a standby on the HTTP tunnel hears
+                    // nothing) is not evidence of death. The health poll below asks the base
+                    // directly at once.
+                    self.liveness.restart_observation(now);
                     // A dead base is only taken over to be cleaned up: no traffic needed.
                     if self.class(now) != Class::Dead {
                         self.attached = true;
@@ -333,7 +396,10 @@ impl Machine {
                 self.phase = Phase::Done;
             }
             LeaseOutcome::Failed => {
-                self.lease_at = now + self.timings.retry_interval;
+                // Backed off, but never past a renewal period: the owner must keep trying
+                // before its renew deadline.
+                self.lease_failures = self.lease_failures.saturating_add(1);
+                self.lease_at = now + self.retry_delay(self.lease_failures).min(renew);
             }
         }
     }
@@ -345,13 +411,27 @@ impl Machine {
             Phase::Standby => {
                 if now >= self.lease_at {
                     self.lease_at = now + self.timings.lease_renew_interval;
+                    // A Lease that still names us (a restart, or after fencing) is renewed
+                    // before we act on it again.
                     fx.push(Effect::CheckLease {
-                        renew_due: false,
+                        renew_due: true,
                         base_dead: class == Class::Dead,
                     });
                 }
             }
             Phase::Owner => {
+                if self.acting_until().is_some_and(|until| now >= until) {
+                    // Self-fencing: we could not renew in time; another replica may take over
+                    // as soon as our Lease lapses, so stop acting now.
+                    self.phase = Phase::Standby;
+                    self.shown = None;
+                    self.renewed_at = None;
+                    self.detach(fx);
+                    fx.push(Effect::Record(Transition::Fenced));
+                    self.lease_at = now;
+                    self.evaluate(now, fx);
+                    return;
+                }
                 if class == Class::Dead {
                     let cause = self
                         .liveness
@@ -416,6 +496,7 @@ impl Machine {
         let candidates: Vec<Option<Instant>> = match self.phase {
             Phase::Standby => vec![Some(self.lease_at), live],
             Phase::Owner => vec![
+                self.acting_until(),
                 Some(self.lease_at),
                 Some(self.health_at),
                 Some(self.biz_at),
@@ -451,7 +532,7 @@ mod tests {
         assert_eq!(
             fx,
             [Effect::CheckLease {
-                renew_due: false,
+                renew_due: true,
                 base_dead: false
             }]
         );
@@ -486,7 +567,7 @@ mod tests {
         assert_eq!(
             m.step(Input::Tick, t0 + s(10)),
             [Effect::CheckLease {
-                renew_due: false,
+                renew_due: true,
                 base_dead: false
             }]
         );
@@ -495,13 +576,14 @@ mod tests {
         assert_eq!(
             m.step(Input::LeaseChanged, t0 + s(11)),
             [Effect::CheckLease {
-                renew_due: false,
+                renew_due: true,
                 base_dead: false
             }]
         );
         // A failed check is retried after the retry interval, not a full period.
         m.step(Input::Lease(LeaseOutcome::Failed), t0 + s(11));
-        assert_eq!(m.next_wakeup(t0 + s(11)), Some(t0 + s(13)));
+        let retry = m.next_wakeup(t0 + s(11)).unwrap() - (t0 + s(11));
+        assert!(retry >= s(1) && retry < s(2), "{retry:?}");
     }
 
     #[test]
@@ -568,12 +650,22 @@ mod tests {
         assert!(fx.contains(&Effect::SyncNode));
         assert!(fx.contains(&Effect::Record(Transition::Unreachable)));
         assert!(!m.ready(t0 + s(27)));
+        // (Renewals keep this replica the acting owner throughout.)
+        let renew = |m: &mut Machine, at: u64| {
+            m.step(
+                Input::Lease(LeaseOutcome::Held { renewed: true }),
+                t0 + s(at),
+            );
+        };
+        renew(&mut m, 27);
         // A heartbeat brings it back.
         let fx = m.step(Input::Heartbeat { activated: true }, t0 + s(30));
         assert_eq!(
             fx[..2],
             [Effect::SyncNode, Effect::Record(Transition::Ready)]
         );
+        renew(&mut m, 50);
+        renew(&mut m, 75);
         // 60 s of silence: deleted.
         let fx = m.step(Input::Tick, t0 + s(90));
         assert_eq!(
@@ -587,8 +679,10 @@ mod tests {
         assert_eq!(m.phase(), Phase::Deleting);
         // Failure is retried; success finishes.
         m.step(Input::Deleted(DeleteOutcome::Failed), t0 + s(90));
-        assert_eq!(m.step(Input::Tick, t0 + s(91)), []);
-        assert_eq!(m.step(Input::Tick, t0 + s(92)), [Effect::Delete]);
+        let retry = m.next_wakeup(t0 + s(90)).unwrap();
+        assert!(retry >= t0 + s(91) && retry < t0 + s(92));
+        assert_eq!(m.step(Input::Tick, retry - Duration::from_millis(1)), []);
+        assert_eq!(m.step(Input::Tick, retry), [Effect::Delete]);
         m.step(Input::Deleted(DeleteOutcome::Deleted), t0 + s(92));
         assert_eq!(m.phase(), Phase::Done);
         assert_eq!(m.next_wakeup(t0 + s(92)), None);
@@ -628,7 +722,7 @@ mod tests {
         assert_eq!(
             fx,
             [Effect::CheckLease {
-                renew_due: false,
+                renew_due: true,
                 base_dead: true
             }]
         );
@@ -641,8 +735,10 @@ mod tests {
     }
 
     #[test]
-    fn takeover_of_a_dead_base_cleans_up() {
-        // The owner crashed and the base died: after takeover the Node is deleted at once.
+    fn takeover_judges_liveness_from_its_own_window() {
+        // Issue 11.1: a standby that heard nothing for longer than the dead threshold (HTTP:
+        // heartbeats reach the other replica) takes over after a release. It must poll the
+        // base and keep the Node, not delete it from silence it could not hear.
         let t0 = Instant::now();
         let mut m = Machine::new(t0, TIMINGS);
         m.step(Input::Tick, t0);
@@ -651,7 +747,7 @@ mod tests {
         assert_eq!(
             fx,
             [Effect::CheckLease {
-                renew_due: false,
+                renew_due: true,
                 base_dead: true
             }]
         );
@@ -662,11 +758,150 @@ mod tests {
         assert_eq!(
             fx,
             [
+                Effect::Attach,
                 Effect::Record(Transition::Acquired),
-                Effect::Record(Transition::Gone(DeathCause::Silent)),
-                Effect::Delete
+                Effect::SyncNode,
+                Effect::PollHealth,
+                Effect::PollBiz,
             ]
         );
+        assert!(m.ready(t0 + s(70)), "Ready stays True");
+        // The base answers the poll: alive, nothing deleted.
+        m.step(
+            Input::Health {
+                activated: Some(true),
+            },
+            t0 + s(71),
+        );
+        assert_eq!(m.phase(), Phase::Owner);
+        // A base that really died is deleted after a full window of our own silence.
+        let mut t = 71;
+        let mut deleted_at = None;
+        while t < 200 {
+            t += 1;
+            let fx = m.step(Input::Tick, t0 + s(t));
+            if fx.contains(&Effect::CheckLease {
+                renew_due: true,
+                base_dead: false,
+            }) {
+                m.step(
+                    Input::Lease(LeaseOutcome::Held { renewed: true }),
+                    t0 + s(t),
+                );
+            }
+            if fx.contains(&Effect::Delete) {
+                deleted_at = Some(t);
+                break;
+            }
+        }
+        assert_eq!(
+            deleted_at,
+            Some(131),
+            "60 s after the last sign of life we heard"
+        );
+    }
+
+    #[test]
+    fn owner_fences_itself_when_renewals_fail_past_the_deadline() {
+        let t0 = Instant::now();
+        let mut m = owner(t0);
+        assert_eq!(m.acting_until(), Some(t0 + s(30)));
+        // Every renewal fails from now on (API server unreachable).
+        let mut fenced_at = None;
+        for t in 1..=40 {
+            let fx = m.step(Input::Tick, t0 + s(t));
+            if fx.iter().any(|e| matches!(e, Effect::CheckLease { .. })) {
+                m.step(Input::Lease(LeaseOutcome::Failed), t0 + s(t));
+            }
+            if fx.contains(&Effect::Record(Transition::Fenced)) {
+                assert!(fx.contains(&Effect::Detach), "{fx:?}");
+                fenced_at = Some(t);
+                break;
+            }
+        }
+        assert_eq!(fenced_at, Some(30), "fenced at the renew deadline");
+        assert_eq!(m.phase(), Phase::Standby);
+        assert_eq!(m.acting_until(), None);
+        // Fenced: no polls, no Node writes, whatever the base says.
+        for t in 31..40 {
+            let fx = m.step(
+                Input::Health {
+                    activated: Some(true),
+                },
+                t0 + s(t),
+            );
+            assert!(
+                fx.iter().all(|e| matches!(
+                    e,
+                    Effect::CheckLease {
+                        renew_due: true,
+                        ..
+                    }
+                )),
+                "{fx:?}"
+            );
+        }
+        // The API server is back and the Lease still names us: renewed, owner again.
+        let fx = m.step(
+            Input::Lease(LeaseOutcome::Held { renewed: true }),
+            t0 + s(41),
+        );
+        assert!(fx.contains(&Effect::Record(Transition::Acquired)), "{fx:?}");
+        assert_eq!(m.acting_until(), Some(t0 + s(71)));
+    }
+
+    #[test]
+    fn lease_retries_back_off_but_never_past_the_renew_period() {
+        let t0 = Instant::now();
+        let mut m = owner(t0);
+        let mut at = t0 + s(10);
+        let mut checks = Vec::new();
+        while checks.len() < 5 {
+            let fx = m.step(Input::Tick, at);
+            if fx.iter().any(|e| matches!(e, Effect::CheckLease { .. })) {
+                checks.push(at);
+                m.step(Input::Lease(LeaseOutcome::Failed), at);
+            }
+            at = m.next_wakeup(at).unwrap();
+        }
+        let gaps: Vec<Duration> = checks.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps[0] >= s(1) && gaps[0] < s(2), "{gaps:?}");
+        assert!(gaps[1] >= s(2) && gaps[1] < s(4), "{gaps:?}");
+        assert!(gaps[2] >= s(4) && gaps[2] < s(8), "{gaps:?}");
+        assert!(gaps.iter().all(|g| *g <= s(10)), "{gaps:?}");
+    }
+
+    #[test]
+    fn blind_owner_never_deletes_for_silence() {
+        // Issue 11.2: the tunnel is down (or most bases went silent at once) for three times
+        // the dead threshold: the Node goes Unknown but is not deleted; when sight returns the
+        // base gets a full window and is Ready again at its first heartbeat.
+        let t0 = Instant::now();
+        let mut m = owner(t0);
+        m.step(Input::Blind(true), t0 + s(1));
+        let mut t = 1;
+        while t < 181 {
+            t += 1;
+            let fx = m.step(Input::Tick, t0 + s(t));
+            if fx.iter().any(|e| matches!(e, Effect::CheckLease { .. })) {
+                m.step(
+                    Input::Lease(LeaseOutcome::Held { renewed: true }),
+                    t0 + s(t),
+                );
+            }
+            assert!(!fx.contains(&Effect::Delete), "deleted at {t}s while blind");
+        }
+        assert_eq!(m.class(t0 + s(181)), Class::Unreachable);
+        m.step(Input::Blind(false), t0 + s(181));
+        assert_eq!(m.class(t0 + s(240)), Class::Unreachable);
+        let fx = m.step(Input::Heartbeat { activated: true }, t0 + s(182));
+        assert!(fx.contains(&Effect::Record(Transition::Ready)), "{fx:?}");
+        // Without a heartbeat after sight returned, death comes a full window later.
+        let mut m = owner(t0);
+        m.step(Input::Blind(true), t0 + s(1));
+        m.step(Input::Blind(false), t0 + s(100));
+        assert_eq!(m.class(t0 + s(159)), Class::Unreachable);
+        assert_eq!(m.class(t0 + s(160)), Class::Dead);
     }
 
     #[test]
@@ -676,10 +911,16 @@ mod tests {
         assert_eq!(m.step(Input::NodeChanged, t0 + s(1)), [Effect::SyncNode]);
         assert_eq!(m.step(Input::NodeGone, t0 + s(1)), [Effect::SyncNode]);
         m.step(Input::NodeSynced { ok: false }, t0 + s(1));
-        // A failed sync is retried after the retry interval.
-        assert_eq!(m.step(Input::Tick, t0 + s(2)), []);
-        assert!(m.step(Input::Tick, t0 + s(3)).contains(&Effect::SyncNode));
-        m.step(Input::NodeSynced { ok: true }, t0 + s(3));
+        // A failed sync is retried after a backoff of about the retry interval.
+        let retry = m.next_wakeup(t0 + s(1)).unwrap();
+        assert!(retry >= t0 + s(2) && retry < t0 + s(3), "{:?}", retry - t0);
+        assert_eq!(m.step(Input::Tick, retry - Duration::from_millis(1)), []);
+        assert!(m.step(Input::Tick, retry).contains(&Effect::SyncNode));
+        // A second failure waits about twice as long.
+        m.step(Input::NodeSynced { ok: false }, retry);
+        let again = m.next_wakeup(retry).unwrap() - retry;
+        assert!(again >= s(2) && again < s(4), "{again:?}");
+        m.step(Input::NodeSynced { ok: true }, retry + again);
         let fx = m.step(Input::Lease(LeaseOutcome::HeldByOther), t0 + s(4));
         assert_eq!(fx, [Effect::Detach, Effect::Record(Transition::Lost)]);
         assert_eq!(m.phase(), Phase::Standby);

@@ -15,7 +15,7 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,7 +24,9 @@ use super::facts::BaseFacts;
 use super::lease::{self, LeaseDecision, LeaseView};
 use super::lifecycle::{DeleteOutcome, Effect, Input, LeaseOutcome, Machine, Phase, Transition};
 use super::liveness::DeathCause;
+use super::mailbox::Mailbox;
 use super::node::{self, NodeTemplate, Readiness};
+use super::sight::Sight;
 use crate::baseline;
 use crate::config::Settings;
 use crate::events::{EventSink, NodeEvent};
@@ -58,9 +60,18 @@ pub struct Context {
     pub registry: BaseRegistry,
     /// Short-lived tasks (baseline answers).
     pub tasks: TaskTracker,
+    /// Whether this replica can hear its bases (see [`super::sight`]).
+    pub sight: watch::Receiver<Sight>,
 }
 
 impl Context {
+    /// The wall clock for timestamps this replica writes (see [`Settings::clock_offset`]).
+    pub fn wall_now(&self) -> Timestamp {
+        Timestamp::now()
+            .checked_add(self.settings.clock_offset)
+            .unwrap_or_else(|_| Timestamp::now())
+    }
+
     /// Answers a baseline query in the background.
     pub fn answer_baseline(self: &Arc<Self>, base: BaseIdentity, req: BaselineRequest) {
         let ctx = self.clone();
@@ -135,9 +146,16 @@ pub struct Supervisor {
     own_versions: VecDeque<String>,
     lease: Option<Lease>,
     pending_baselines: Vec<(BaselineRequest, Instant)>,
-    inbox: mpsc::Receiver<SupervisorMsg>,
+    inbox: Arc<Mailbox>,
     exits: mpsc::UnboundedSender<Exited>,
     state: Option<VNodeState>,
+    acting_until: Option<Instant>,
+    /// The Lease record as last seen and when this replica first saw it (its own clock):
+    /// another holder's Lease lapses by how long it stays unchanged, not by its renewTime.
+    lease_seen: Option<(LeaseView, Instant)>,
+    /// Sight as last fed to the machine.
+    blind: Option<bool>,
+    sight: watch::Receiver<Sight>,
 }
 
 fn status_code(e: &kube::Error) -> Option<u16> {
@@ -167,7 +185,7 @@ impl Supervisor {
         tunnel: TunnelKind,
         status: &BaseStatus,
         ctx: Arc<Context>,
-        inbox: mpsc::Receiver<SupervisorMsg>,
+        inbox: Arc<Mailbox>,
         exits: mpsc::UnboundedSender<Exited>,
         now: Instant,
     ) -> Supervisor {
@@ -192,7 +210,7 @@ impl Supervisor {
         generation: u64,
         node: Node,
         ctx: Arc<Context>,
-        inbox: mpsc::Receiver<SupervisorMsg>,
+        inbox: Arc<Mailbox>,
         exits: mpsc::UnboundedSender<Exited>,
         now: Instant,
     ) -> Supervisor {
@@ -219,15 +237,17 @@ impl Supervisor {
         tunnel: Option<TunnelKind>,
         observed: Option<Node>,
         ctx: Arc<Context>,
-        inbox: mpsc::Receiver<SupervisorMsg>,
+        inbox: Arc<Mailbox>,
         exits: mpsc::UnboundedSender<Exited>,
         now: Instant,
     ) -> Supervisor {
+        let machine = Machine::named(&name.to_string(), now, ctx.settings.timings);
         Supervisor {
             base: name.identity().clone(),
             name,
             generation,
-            machine: Machine::new(now, ctx.settings.timings),
+            machine,
+            sight: ctx.sight.clone(),
             ctx,
             facts,
             tunnel,
@@ -239,6 +259,9 @@ impl Supervisor {
             inbox,
             exits,
             state: None,
+            acting_until: None,
+            lease_seen: None,
+            blind: None,
         }
     }
 
@@ -246,34 +269,59 @@ impl Supervisor {
     pub async fn run(mut self, cancel: CancellationToken) {
         let span = tracing::info_span!("vnode", node = %self.name);
         tracing::debug!(parent: &span, "supervisor started");
+        let mut sight_open = true;
         loop {
+            self.look(&span).await;
             let now = Instant::now();
             let wake = self.machine.next_wakeup(now);
-            let input = tokio::select! {
+            let mut inputs = Vec::new();
+            tokio::select! {
                 biased;
-                () = cancel.cancelled() => Input::Shutdown,
-                msg = self.inbox.recv() => match msg {
-                    Some(m) => match self.on_msg(m) {
-                        Some(i) => i,
-                        None => continue,
-                    },
-                    None => Input::Shutdown,
-                },
-                () = sleep_until(wake) => Input::Tick,
-            };
-            self.step(input, &span).await;
+                () = cancel.cancelled() => inputs.push(Input::Shutdown),
+                () = self.inbox.wait() => {
+                    for m in self.inbox.take() {
+                        inputs.extend(self.on_msg(m));
+                    }
+                }
+                changed = self.sight.changed(), if sight_open => sight_open = changed.is_ok(),
+                () = sleep_until(wake) => inputs.push(Input::Tick),
+            }
+            for input in inputs {
+                self.step(input, &span).await;
+                if self.machine.phase() == Phase::Done {
+                    break;
+                }
+            }
+            // A heartbeat may have moved the base to another tunnel, with another sight.
+            self.look(&span).await;
             self.settle_baselines(Instant::now());
             self.publish_state();
             if self.machine.phase() == Phase::Done {
                 break;
             }
         }
+        self.inbox.close();
         tracing::debug!(parent: &span, "supervisor finished");
         self.ctx.registry.remove(&self.name);
         let _ = self.exits.send(Exited {
             name: self.name.clone(),
             generation: self.generation,
         });
+    }
+
+    /// Feeds the machine whether this replica can hear the base, when that changed.
+    async fn look(&mut self, span: &tracing::Span) {
+        if self.machine.phase() == Phase::Done {
+            return;
+        }
+        let blind = self.sight.borrow_and_update().blind_for(self.tunnel);
+        if self.blind != Some(blind) {
+            if self.blind.is_some() || blind {
+                tracing::info!(parent: span, blind, "sight changed");
+            }
+            self.blind = Some(blind);
+            self.step(Input::Blind(blind), span).await;
+        }
     }
 
     async fn step(&mut self, input: Input, span: &tracing::Span) {
@@ -366,6 +414,13 @@ impl Supervisor {
         if self.state != Some(state) {
             self.state = Some(state);
             self.ctx.registry.set_state(&self.name, state, self.tunnel);
+        }
+        // Readers need both "owned" and an unexpired deadline to act, so the order of the two
+        // writes never lets them act when they should not.
+        let acting_until = self.machine.acting_until();
+        if self.acting_until != acting_until {
+            self.acting_until = acting_until;
+            self.ctx.registry.set_acting_until(&self.name, acting_until);
         }
     }
 
@@ -461,6 +516,7 @@ impl Supervisor {
         }
         let Some(t) = self.tunnel() else { return };
         let what = cmd.as_str();
+        self.ctx.metrics.command(t.kind(), what);
         if let Err(e) = t.send(&self.base, cmd).await {
             self.ctx.metrics.tunnel_error(t.kind(), e.metric_label());
             tracing::debug!(parent: span, command = what, error = %e, "command not sent");
@@ -526,9 +582,10 @@ impl Supervisor {
             None => cached.map(|c| (*c).clone()),
         };
         for attempt in 0..2 {
-            let now = Timestamp::now();
+            let now = self.ctx.wall_now();
             let view = current.as_ref().map(LeaseView::of);
-            let decision = lease::decide(view.as_ref(), &me, now, base_dead, renew_due);
+            let unchanged_for = self.unchanged_for(view.as_ref());
+            let decision = lease::decide(view.as_ref(), unchanged_for, &me, base_dead, renew_due);
             let write = match (&decision, &current) {
                 (LeaseDecision::Keep, _) => return Ok(LeaseOutcome::Held { renewed: false }),
                 (LeaseDecision::Standby { .. }, _) => {
@@ -590,9 +647,25 @@ impl Supervisor {
         Ok(LeaseOutcome::Failed)
     }
 
+    /// How long this replica has seen the Lease record unchanged, on its own clock.
+    fn unchanged_for(&mut self, view: Option<&LeaseView>) -> std::time::Duration {
+        let now = Instant::now();
+        let Some(view) = view else {
+            self.lease_seen = None;
+            return std::time::Duration::ZERO;
+        };
+        match &self.lease_seen {
+            Some((seen, at)) if seen == view => now.saturating_duration_since(*at),
+            _ => {
+                self.lease_seen = Some((view.clone(), now));
+                std::time::Duration::ZERO
+            }
+        }
+    }
+
     async fn release(&mut self, span: &tracing::Span) {
         let Some(l) = self.lease.take() else { return };
-        let released = lease::released(&l, Timestamp::now());
+        let released = lease::released(&l, self.ctx.wall_now());
         let timer = self.ctx.metrics.api("lease", "replace");
         let name = self.name.to_string();
         let pp = PostParams::default();
@@ -692,7 +765,7 @@ impl Supervisor {
         };
         let desired = node::desired_status(&self.facts, readiness, &self.ctx.template);
         let observed_status = self.observed.as_ref().and_then(|n| n.status.as_ref());
-        match node::status_update(observed_status, desired, Timestamp::now()) {
+        match node::status_update(observed_status, desired, self.ctx.wall_now()) {
             None => {
                 metrics.status_unchanged.inc();
             }
@@ -804,6 +877,16 @@ impl Supervisor {
                 false,
                 "LeaseLost",
                 format!("{me} no longer serves this base"),
+            ),
+            Transition::Fenced => (
+                "fenced",
+                true,
+                "LeaseRenewFailed",
+                format!(
+                    "{me} could not renew the Lease within {:?} and stopped acting for this \
+                     base until it can",
+                    timings.lease_renew_deadline
+                ),
             ),
             Transition::Ready => (
                 "ready",

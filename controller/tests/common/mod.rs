@@ -200,16 +200,19 @@ impl Kube {
 // ---------------------------------------------------------------------------------------
 // Controller
 
-/// Fast timings: unreachable after 1 s, dead after 2 s, Lease 2 s renewed every 0.5 s.
+/// Fast timings: unreachable after 1 s, dead after 2 s, Lease 2 s renewed every 0.5 s (the
+/// owner stops acting 1.5 s after its last renewal).
 pub fn fast_timings() -> Timings {
     Timings {
         unreachable_after: Duration::from_secs(1),
         dead_after: Duration::from_secs(2),
         lease_duration: Duration::from_secs(2),
         lease_renew_interval: Duration::from_millis(500),
+        lease_renew_deadline: Duration::from_millis(1500),
         health_interval: Duration::from_millis(300),
         biz_interval: Duration::from_millis(500),
         retry_interval: Duration::from_millis(200),
+        retry_max: Duration::from_secs(2),
         baseline_wait: Duration::from_secs(3),
     }
 }
@@ -238,6 +241,7 @@ pub fn settings(client_id: &str, mqtt_port: Option<u16>, http: bool) -> Settings
         call_timeout: Duration::from_secs(1),
         operation_timeout: Duration::from_secs(5),
         max_calls_per_base: 2,
+        ..HttpTunnelSettings::default()
     });
     s
 }
@@ -255,7 +259,11 @@ pub struct Controller {
 
 impl Controller {
     pub async fn start(kube: &Kube, settings: Settings) -> Controller {
-        let kubeconfig = kube.server.kubeconfig_yaml();
+        Self::start_with_kubeconfig(kube.server.kubeconfig_yaml(), settings).await
+    }
+
+    /// A controller that reaches the API server through `kubeconfig` (e.g. a cuttable proxy).
+    pub async fn start_with_kubeconfig(kubeconfig: String, settings: Settings) -> Controller {
         let cancel = CancellationToken::new();
         let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -341,6 +349,15 @@ impl Controller {
     }
 
     /// The value of one sample line, e.g. `koupleless_controller_vnodes{state="ready"}`.
+    /// The sum of every sample of a metric family, e.g. `koupleless_controller_commands_total`.
+    pub async fn metric_sum(&self, family: &str) -> f64 {
+        let text = self.metrics_text().await;
+        text.lines()
+            .filter(|l| l.starts_with(family) && l[family.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub async fn metric(&self, sample: &str) -> f64 {
         let text = self.metrics_text().await;
         text.lines()
@@ -384,6 +401,9 @@ pub struct BaseState {
     pub baselines: Vec<Vec<BizSpec>>,
     pub health_requests: usize,
     pub installs: Vec<BizSpec>,
+    /// HTTP bases: where heartbeats go instead of the address given at start (a Service
+    /// routing them to another replica).
+    pub heartbeat_to: Option<SocketAddr>,
 }
 
 impl BaseState {
@@ -403,6 +423,7 @@ impl BaseState {
             baselines: Vec::new(),
             health_requests: 0,
             installs: Vec::new(),
+            heartbeat_to: None,
         }
     }
 
@@ -666,7 +687,20 @@ async fn arklet(
 
 impl HttpBase {
     pub async fn start(controller: SocketAddr, identity: &str) -> HttpBase {
-        let state: Shared = Arc::new(Mutex::new(BaseState::new(identity)));
+        Self::start_with(
+            controller,
+            BaseState::new(identity),
+            Duration::from_millis(200),
+        )
+        .await
+    }
+
+    pub async fn start_with(
+        controller: SocketAddr,
+        state: BaseState,
+        period: Duration,
+    ) -> HttpBase {
+        let state: Shared = Arc::new(Mutex::new(state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let cancel = CancellationToken::new();
@@ -685,7 +719,7 @@ impl HttpBase {
         let (st, token) = (state.clone(), cancel.clone());
         let heart = tokio::spawn(async move {
             let client = reqwest::Client::new();
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            let mut tick = tokio::time::interval(period);
             loop {
                 tokio::select! {
                     () = token.cancelled() => break,
@@ -693,7 +727,8 @@ impl HttpBase {
                         let s = st.lock().unwrap().clone();
                         if s.heartbeats {
                             let body = transport::encode(&s.status(port, BizState::Activated), Transport::Mqtt);
-                            let _ = client.post(format!("http://{controller}/heartbeat"))
+                            let to = s.heartbeat_to.unwrap_or(controller);
+                            let _ = client.post(format!("http://{to}/heartbeat"))
                                 .header("content-type", "application/json").body(body).send().await;
                         }
                     }

@@ -88,9 +88,11 @@ async fn base_becomes_a_node_with_metaspace_memory_and_leaves_on_shutdown() {
         dead_after: Duration::from_secs(10),
         lease_duration: Duration::from_secs(5),
         lease_renew_interval: Duration::from_secs(1),
+        lease_renew_deadline: Duration::from_secs(4),
         health_interval: Duration::from_millis(500),
         biz_interval: Duration::from_millis(500),
         retry_interval: Duration::from_millis(200),
+        retry_max: Duration::from_secs(2),
         baseline_wait: Duration::from_secs(3),
     };
     settings.node = NodeSettings {

@@ -123,6 +123,7 @@ async fn module_pod_runs_a_module_jvm_and_deleting_it_stops_the_jvm() {
     timings.dead_after = Duration::from_secs(20);
     timings.lease_duration = Duration::from_secs(5);
     timings.lease_renew_interval = Duration::from_secs(1);
+    timings.lease_renew_deadline = Duration::from_secs(4);
     timings.health_interval = Duration::from_millis(500);
     timings.biz_interval = Duration::from_millis(500);
     timings.retry_interval = Duration::from_millis(200);

@@ -61,10 +61,12 @@
 //!
 //! [`process_alive`] treats zombies as gone, [`pid_exists`] is `kill(pid, 0)`, [`free_port`]
 //! finds a port for [`Behaviour::ListenTcp`], [`file_url`] turns a path into a `bizUrl`.
+//! [`proxy::Proxy`] sits on a TCP link a test can cut (refuse, blackhole) to inject faults.
 
 pub mod ark_telnet_peer;
 mod biz;
 pub mod broker;
+pub mod proxy;
 mod java;
 mod manifest;
 mod source;
