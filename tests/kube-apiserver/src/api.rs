@@ -2492,10 +2492,10 @@ fn check_scale_type(obj: &mut Value) -> ApiResult<()> {
 
 // ---------------------------------------------------------------- eviction
 
-/// `POST .../pods/<name>/eviction` (policy/v1 Eviction): deletes the pod with
-/// the Eviction's deleteOptions, exactly as a delete would (graceful for
-/// bound pods). No PodDisruptionBudgets are stored, so no eviction is ever
-/// refused with 429.
+/// `POST .../pods/<name>/eviction` (policy/v1 Eviction): if the pod's
+/// PodDisruptionBudget allows it (see [`crate::eviction`]), charges the
+/// budget and deletes the pod with the Eviction's deleteOptions, exactly as a
+/// delete would (graceful for bound pods).
 fn eviction(r: &Req<'_>) -> ApiResult<Response> {
     let name = r.name.expect("eviction has a name");
     let ns = r.ns.unwrap_or("");
@@ -2527,9 +2527,51 @@ fn eviction(r: &Req<'_>) -> ApiResult<Response> {
         ));
     }
     let o = delete_opts_of(ev.get("deleteOptions").filter(|v| !v.is_null()), r)?;
+    let now = now();
     {
         let mut st = r.app.store.lock();
-        do_delete(&mut st, r.def, &r.key(name), &o, &now())?;
+        let key = r.key(name);
+        let pod = st
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found(r.target(name)))?;
+        let budgets = st.list(Storage::PodDisruptionBudgets, Some(ns), |_| true);
+        let budget_refs: Vec<&Value> = budgets.iter().map(|b| &**b).collect();
+        match crate::eviction::decide(&pod, &budget_refs, &now) {
+            crate::eviction::Decision::Refuse(e) => return Err(e),
+            crate::eviction::Decision::Delete => {}
+            crate::eviction::Decision::Charge {
+                name: budget,
+                status,
+            } => {
+                // the real server charges the budget through its loopback
+                // client, as `kube-apiserver`
+                let def = resources::find("policy", "v1", "poddisruptionbudgets")
+                    .expect("budgets are served");
+                let bkey: Key = (def.storage, ns.to_string(), budget);
+                let old = st
+                    .get(&bkey)
+                    .ok_or_else(|| ApiError::internal("the budget vanished"))?;
+                let mut new = old.clone();
+                new["status"] = status;
+                let w = WriteCtx {
+                    manager: "kube-apiserver".into(),
+                    api_version: def.api_version(),
+                    now: now.clone(),
+                    dry_run: o.dry_run,
+                };
+                finish_update(
+                    &mut st,
+                    def,
+                    &bkey,
+                    Sub::Status,
+                    &old,
+                    new,
+                    &w,
+                    Managed::Update,
+                )?;
+            }
+        }
+        do_delete(&mut st, r.def, &key, &o, &now)?;
     }
     r.app.store.notify(0);
     Ok(json_response(

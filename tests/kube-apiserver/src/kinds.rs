@@ -142,7 +142,11 @@ pub fn apply_defaults(def: &ResourceDef, obj: &mut Value) {
         Storage::Secrets => {
             default_secret(obj);
         }
-        Storage::Nodes | Storage::Events | Storage::Leases | Storage::ConfigMaps => {}
+        Storage::Nodes
+        | Storage::Events
+        | Storage::Leases
+        | Storage::ConfigMaps
+        | Storage::PodDisruptionBudgets => {}
     }
 }
 
@@ -271,6 +275,11 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value, st: &mut State) {
         }
         // Nodes keep the status they are created with (kubelets register a
         // node with its status in one call).
+        // the disruption controller's to fill; zeros are shown (no omitempty)
+        Storage::PodDisruptionBudgets => {
+            obj["status"] = json!({"disruptionsAllowed": 0, "currentHealthy": 0,
+                                   "desiredHealthy": 0, "expectedPods": 0});
+        }
         Storage::Nodes
         | Storage::Events
         | Storage::Leases
@@ -496,6 +505,7 @@ pub fn validate(def: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Caus
         Storage::Events if !def.is_events_v1() => validate_core_event(obj, &mut errs),
         Storage::ConfigMaps => validate_config_map(obj, old, &mut errs),
         Storage::Secrets => validate_secret(obj, old, &mut errs),
+        Storage::PodDisruptionBudgets => validate_pdb(&obj["spec"], &mut errs),
         Storage::Leases => {
             if obj["spec"]["leaseDurationSeconds"]
                 .as_i64()
@@ -521,6 +531,62 @@ pub fn validate(def: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Caus
         _ => {}
     }
     errs
+}
+
+/// ValidatePodDisruptionBudgetSpec.
+fn validate_pdb(spec: &Value, errs: &mut Vec<Cause>) {
+    if !spec["minAvailable"].is_null() && !spec["maxUnavailable"].is_null() {
+        errs.push(invalid_value(
+            "spec",
+            spec,
+            "minAvailable and maxUnavailable cannot be both set",
+        ));
+    }
+    for f in ["minAvailable", "maxUnavailable"] {
+        let field = format!("spec.{f}");
+        match &spec[f] {
+            Value::Null => {}
+            Value::Number(n) if n.as_i64().is_some_and(|n| n < 0) => errs.push(invalid_value(
+                &field,
+                &spec[f],
+                "must be greater than or equal to 0",
+            )),
+            Value::String(p) => {
+                let digits = p
+                    .strip_suffix('%')
+                    .filter(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit()));
+                match digits.map(str::parse::<u64>) {
+                    Some(Ok(n)) if n > 100 => {
+                        errs.push(invalid_value(&field, &spec[f], "must not be greater than 100%"))
+                    }
+                    Some(Ok(_)) => {}
+                    _ => errs.push(invalid_value(
+                        &field,
+                        &spec[f],
+                        "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')",
+                    )),
+                }
+            }
+            _ => {}
+        }
+    }
+    if !spec["selector"].is_null()
+        && let Err(e) = LabelSelector::from_label_selector(&spec["selector"])
+    {
+        errs.push(invalid_value("spec.selector", &spec["selector"], &e));
+    }
+    if let Some(p) = spec["unhealthyPodEvictionPolicy"].as_str()
+        && p != "AlwaysAllow"
+        && p != "IfHealthyBudget"
+    {
+        errs.push(cause(
+            "FieldValueNotSupported",
+            "spec.unhealthyPodEvictionPolicy",
+            format!(
+                "Unsupported value: {p:?}: supported values: \"AlwaysAllow\", \"IfHealthyBudget\""
+            ),
+        ));
+    }
 }
 
 /// validation.IsConfigMapKey: the messages for a bad ConfigMap/Secret key.

@@ -156,8 +156,12 @@
 //!   listed in discovery so `kubectl drain` finds it): deletes the pod with
 //!   the Eviction's `deleteOptions` exactly as a delete does (graceful for a
 //!   bound pod: it waits for its kubelet) and answers 201 with a `Status`.
-//!   No PodDisruptionBudgets are stored, so an eviction is never refused
-//!   with 429 TooManyRequests.
+//!   A pod covered by a policy/v1 PodDisruptionBudget (stored, +status) is
+//!   evicted only if the budget's status allows it (the budget is charged:
+//!   `disruptionsAllowed` down, `disruptedPods`, the `DisruptionAllowed`
+//!   condition); else 429 TooManyRequests with a `DisruptionBudget` cause,
+//!   as upstream. No disruption controller runs: a budget whose status
+//!   nobody wrote refuses every eviction it covers (see [`eviction`]).
 //! - JSON patch `replace` of a missing key in an existing object sets it,
 //!   as the real server's json-patch library does (`kubectl rollout undo`
 //!   replaces `/metadata/annotations`).
@@ -175,8 +179,7 @@
 //! authorization, no YAML responses, no CRDs, no OpenAPI schemas (`kubectl
 //! explain` fails), no `kubectl logs/exec/port-forward` (the pod
 //! subresources are 404). Kinds it does not store (StatefulSets, Jobs,
-//! ControllerRevisions, HorizontalPodAutoscalers, PodDisruptionBudgets,
-//! ServiceAccounts, ...) are 404, as an unknown resource is on the real
+//! ControllerRevisions, HorizontalPodAutoscalers, ServiceAccounts, ...) are 404, as an unknown resource is on the real
 //! server.
 //!
 //! # kubectl

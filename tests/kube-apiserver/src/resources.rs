@@ -28,6 +28,8 @@ pub enum Storage {
     ConfigMaps,
     /// secrets
     Secrets,
+    /// poddisruptionbudgets
+    PodDisruptionBudgets,
 }
 
 /// One served resource (group/version/plural).
@@ -287,6 +289,23 @@ pub static RESOURCES: &[ResourceDef] = &[
         has_generation: true,
         return_deleted_object: false,
         storage: Storage::DaemonSets,
+        verbs: ALL_VERBS,
+        fields: &[],
+    },
+    ResourceDef {
+        group: "policy",
+        version: "v1",
+        plural: "poddisruptionbudgets",
+        singular: "poddisruptionbudget",
+        kind: "PodDisruptionBudget",
+        namespaced: true,
+        short_names: &["pdb"],
+        categories: &[],
+        has_status: true,
+        create_on_update: false,
+        has_generation: true,
+        return_deleted_object: false,
+        storage: Storage::PodDisruptionBudgets,
         verbs: ALL_VERBS,
         fields: &[],
     },

@@ -436,6 +436,31 @@ fn columns(def: &ResourceDef) -> Vec<Value> {
             col("Holder", "string", "", 0, "The holder of the lease"),
             age,
         ],
+        Storage::PodDisruptionBudgets => vec![
+            name,
+            col(
+                "Min Available",
+                "string",
+                "",
+                0,
+                "An eviction is allowed if at least \"minAvailable\" pods selected by \"selector\" will still be available after the eviction, i.e. even in the absence of the evicted pod.  So for example you can prevent all voluntary evictions by specifying \"100%\".",
+            ),
+            col(
+                "Max Unavailable",
+                "string",
+                "",
+                0,
+                "An eviction is allowed if at most \"maxUnavailable\" pods selected by \"selector\" are unavailable after the eviction, i.e. even in absence of the evicted pod. For example, one can prevent all voluntary evictions by specifying 0. This is a mutually exclusive setting with \"minAvailable\".",
+            ),
+            col(
+                "Allowed Disruptions",
+                "integer",
+                "",
+                0,
+                "Number of pod disruptions that are currently allowed.",
+            ),
+            age,
+        ],
         Storage::ConfigMaps => vec![
             name,
             col(
@@ -877,6 +902,20 @@ fn cells(def: &ResourceDef, o: &Value) -> Vec<Value> {
             json!(spec["holderIdentity"].as_str().unwrap_or_default()),
             json!(created),
         ],
+        Storage::PodDisruptionBudgets => {
+            let bound = |v: &Value| match v {
+                Value::Null => "N/A".to_string(),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            vec![
+                name,
+                json!(bound(&spec["minAvailable"])),
+                json!(bound(&spec["maxUnavailable"])),
+                int(&status["disruptionsAllowed"]),
+                json!(created),
+            ]
+        }
         Storage::ConfigMaps => {
             let count = |f: &str| o[f].as_object().map_or(0, |m| m.len());
             vec![

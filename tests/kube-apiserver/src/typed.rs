@@ -187,6 +187,9 @@ fn typed(def: &ResourceDef, v: &Value) -> Result<Value, DecodeError> {
         Storage::Leases => roundtrip::<coord::Lease>(v),
         Storage::ConfigMaps => roundtrip::<core::ConfigMap>(v),
         Storage::Secrets => roundtrip::<core::Secret>(v),
+        Storage::PodDisruptionBudgets => {
+            roundtrip::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(v)
+        }
     }
 }
 

@@ -1062,3 +1062,212 @@ async fn node_lifecycle_taints_and_evicts() {
     .await;
     env.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_walkthrough_create_scale_drain() {
+    let env = Env::start().await;
+    for n in ["node-1", "node-2"] {
+        env.nodes()
+            .create(&Default::default(), &plain_node(n))
+            .await
+            .unwrap();
+    }
+    let kubelet = Kubelet::start(env.client.clone(), true);
+    env.kubectl_ok(
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx",
+            "--replicas=2",
+        ],
+        None,
+    )
+    .await;
+    env.kubectl_ok(
+        &["rollout", "status", "deployment/web", "--timeout=30s"],
+        None,
+    )
+    .await;
+    env.kubectl_ok(&["scale", "deployment", "web", "--replicas=4"], None)
+        .await;
+    let out = env
+        .kubectl_ok(
+            &["rollout", "status", "deployment/web", "--timeout=30s"],
+            None,
+        )
+        .await;
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let pods = pods_with(&env, "app=web").await;
+    assert_eq!(pods.len(), 4);
+    let on_1 = pods.iter().filter(|p| node_of(p) == "node-1").count();
+    assert_eq!(on_1, 2, "least allocated memory spreads the pods");
+    let wide = env.kubectl_ok(&["get", "pods", "-o", "wide"], None).await;
+    assert!(
+        wide.contains("node-1") && wide.contains("node-2") && wide.contains("Running"),
+        "{wide}"
+    );
+    let d = env
+        .kubectl_ok(&["describe", "pod", &pods[0].name_any()], None)
+        .await;
+    assert!(
+        d.contains("Scheduled") && d.contains("Successfully assigned default/"),
+        "{d}"
+    );
+    // drain evicts through pods/eviction; the ReplicaSet replaces the pods on node-2
+    env.kubectl_ok(
+        &["drain", "node-1", "--ignore-daemonsets", "--timeout=30s"],
+        None,
+    )
+    .await;
+    eventually("all four pods on node-2", || async {
+        let p = pods_with(&env, "app=web").await;
+        p.len() == 4 && p.iter().all(|p| node_of(p) == "node-2")
+    })
+    .await;
+    let n = env.nodes().get("node-1").await.unwrap();
+    assert_eq!(n.spec.and_then(|s| s.unschedulable), Some(true));
+    env.kubectl_ok(&["uncordon", "node-1"], None).await;
+    env.kubectl_ok(&["scale", "deployment", "web", "--replicas=5"], None)
+        .await;
+    eventually("the fifth pod goes to the emptier node-1", || async {
+        pods_with(&env, "app=web")
+            .await
+            .iter()
+            .any(|p| node_of(p) == "node-1")
+    })
+    .await;
+    kubelet.stop().await;
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreate_stops_old_pods_before_starting_new_ones() {
+    let env = Env::start().await;
+    env.nodes()
+        .create(&Default::default(), &plain_node("node-1"))
+        .await
+        .unwrap();
+    let yaml = |image: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: re}}\nspec:\n  replicas: 2\n  strategy: {{type: Recreate}}\n  selector: {{matchLabels: {{app: re}}}}\n  template:\n    metadata: {{labels: {{app: re}}}}\n    spec: {{containers: [{{name: c, image: {image}}}]}}\n"
+        )
+    };
+    let auto = Kubelet::start(env.client.clone(), true);
+    env.apply(&yaml("v1")).await;
+    env.kubectl_ok(
+        &["rollout", "status", "deployment/re", "--timeout=30s"],
+        None,
+    )
+    .await;
+    auto.stop().await;
+    env.apply(&yaml("v2")).await;
+    // no kubelet: the old pods stay Terminating, so no new pod may appear
+    eventually("old pods terminating", || async {
+        let p = pods_with(&env, "app=re").await;
+        p.len() == 2 && p.iter().all(|p| p.metadata.deletion_timestamp.is_some())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let image = |p: &Pod| {
+        p.spec.as_ref().unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap_or_default()
+    };
+    assert!(
+        pods_with(&env, "app=re")
+            .await
+            .iter()
+            .all(|p| image(p) == "v1"),
+        "no v2 pod while v1 pods run"
+    );
+    let auto = Kubelet::start(env.client.clone(), true);
+    env.kubectl_ok(
+        &["rollout", "status", "deployment/re", "--timeout=30s"],
+        None,
+    )
+    .await;
+    let p = pods_with(&env, "app=re").await;
+    assert_eq!(p.len(), 2);
+    assert!(p.iter().all(|p| image(p) == "v2"));
+    auto.stop().await;
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_with_controllers_converges() {
+    use std::io::BufRead;
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            if let Ok(None) = self.0.try_wait() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    let mut guard = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_koupleless-kube-apiserver"))
+            .args(["--port", "0", "--with-controllers", "--kubeconfig"])
+            .arg(&kc)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(guard.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening on"), "{line}");
+    let kcp = kc.clone();
+    let run = move |args: Vec<&'static str>, stdin: Option<String>| {
+        let kcp = kcp.clone();
+        async move {
+            let args: Vec<String> = args.into_iter().map(String::from).collect();
+            tokio::task::spawn_blocking(move || kubectl_blocking(&kcp, &args, stdin.as_deref()))
+                .await
+                .unwrap()
+        }
+    };
+    let node = serde_json::to_string(&plain_node("node-1")).unwrap();
+    let (ok, _, err) = run(vec!["create", "-f", "-"], Some(node)).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(vec!["create", "deployment", "web", "--image=nginx"], None).await;
+    assert!(ok, "{err}");
+    eventually("a bound pod", || {
+        let run = run.clone();
+        async move {
+            let (_, out, _) = run(
+                vec![
+                    "get",
+                    "pods",
+                    "-l",
+                    "app=web",
+                    "-o",
+                    "jsonpath={.items[*].spec.nodeName}",
+                ],
+                None,
+            )
+            .await;
+            out.trim() == "node-1"
+        }
+    })
+    .await;
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &guard.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        koupleless_testkit::eventually(WAIT, || {
+            let exited = guard.0.try_wait().unwrap().is_some_and(|s| s.success());
+            async move { exited }
+        })
+        .await,
+        "the server and its controllers stop on Ctrl-C"
+    );
+}

@@ -152,6 +152,10 @@ scenario!(
     imperative::label_annotate_workloads
 );
 scenario!(kubectl_cordon_and_drain, imperative::cordon_and_drain);
+scenario!(
+    eviction_respects_budgets,
+    imperative::eviction_respects_budgets
+);
 
 /// Behaviour specific to the test server (its knobs and its documented
 /// refusals); these do not run against a real cluster.

@@ -28,7 +28,8 @@ ROOTS = [
     "api.core.v1.Pod", "api.core.v1.Node", "api.core.v1.Namespace", "api.core.v1.Service",
     "api.core.v1.Event", "api.core.v1.Binding", "api.core.v1.ConfigMap", "api.core.v1.Secret", "api.apps.v1.Deployment", "api.apps.v1.ReplicaSet",
     "api.apps.v1.DaemonSet", "api.coordination.v1.Lease", "api.events.v1.Event",
-    "api.autoscaling.v1.Scale", "api.policy.v1.Eviction",
+    "api.autoscaling.v1.Scale", "api.policy.v1.Eviction", "api.policy.v1.PodDisruptionBudget",
+    "api.policy.v1.PodDisruptionBudgetList",
     "apimachinery.pkg.apis.meta.v1.DeleteOptions",
     # responses to clients that accept only protobuf
     "apimachinery.pkg.apis.meta.v1.Status",

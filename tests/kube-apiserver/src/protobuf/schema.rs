@@ -2367,6 +2367,67 @@ pub(crate) static MESSAGES: &[Message] = &[
         ],
     },
     Message {
+        name: "api.policy.v1.PodDisruptionBudget",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+            ),
+            f(2, "spec", One, Msg("api.policy.v1.PodDisruptionBudgetSpec")),
+            f(
+                3,
+                "status",
+                One,
+                Msg("api.policy.v1.PodDisruptionBudgetStatus"),
+            ),
+        ],
+    },
+    Message {
+        name: "api.policy.v1.PodDisruptionBudgetList",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ListMeta"),
+            ),
+            f(2, "items", Many, Msg("api.policy.v1.PodDisruptionBudget")),
+        ],
+    },
+    Message {
+        name: "api.policy.v1.PodDisruptionBudgetSpec",
+        fields: &[
+            f(1, "minAvailable", One, Special(Sp::IntOrString)),
+            f(
+                2,
+                "selector",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.LabelSelector"),
+            ),
+            f(3, "maxUnavailable", One, Special(Sp::IntOrString)),
+            f(4, "unhealthyPodEvictionPolicy", Keep, Str),
+        ],
+    },
+    Message {
+        name: "api.policy.v1.PodDisruptionBudgetStatus",
+        fields: &[
+            f(1, "observedGeneration", One, I64),
+            f(2, "disruptedPods", Map, Special(Sp::Time)),
+            f(3, "disruptionsAllowed", Keep, I32),
+            f(4, "currentHealthy", Keep, I32),
+            f(5, "desiredHealthy", Keep, I32),
+            f(6, "expectedPods", Keep, I32),
+            f(
+                7,
+                "conditions",
+                Many,
+                Msg("apimachinery.pkg.apis.meta.v1.Condition"),
+            ),
+        ],
+    },
+    Message {
         name: "apimachinery.pkg.apis.meta.v1.Condition",
         fields: &[
             f(1, "type", Keep, Str),

@@ -286,3 +286,16 @@ impl Kubelet {
 pub fn s<'a>(v: &'a Value, path: &str) -> &'a str {
     v.pointer(path).and_then(Value::as_str).unwrap_or("")
 }
+
+/// An ordinary Node (no taints), Ready, room for 110 Pods.
+pub fn plain_node(name: &str) -> Node {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "status": {
+            "allocatable": {"pods": "110", "cpu": "4", "memory": "8Gi"},
+            "capacity": {"pods": "110", "cpu": "4", "memory": "8Gi"},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }))
+    .expect("a valid Node")
+}

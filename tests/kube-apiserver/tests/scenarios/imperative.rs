@@ -6,6 +6,7 @@
 use crate::common::*;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use std::time::Duration;
@@ -664,4 +665,138 @@ pub async fn cordon_and_drain(ctx: Ctx) {
     for n in [&n1, &n2] {
         nodes.delete(n, &DeleteParams::default()).await.unwrap();
     }
+}
+
+pub async fn eviction_respects_budgets(ctx: Ctx) {
+    require_kubectl();
+    if ctx.real {
+        eprintln!(
+            "SKIP eviction_respects_budgets: the scenario writes the budget's status, which a real cluster's disruption controller owns"
+        );
+        return;
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.ns);
+    for name in ["bw-1", "bw-2"] {
+        pods.create(
+            &PostParams::default(),
+            &pod(name, json!({"app": "budget"}), Some("budget-node")),
+        )
+        .await
+        .unwrap();
+        pods.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Running", "conditions": [
+                {"type": "Ready", "status": "True", "lastTransitionTime": "2025-01-01T00:00:00Z"}
+            ]}})),
+        )
+        .await
+        .unwrap();
+    }
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &ctx.ns);
+    let both: PodDisruptionBudget = obj(json!({
+        "metadata": {"name": "both"},
+        "spec": {"minAvailable": 1, "maxUnavailable": "50%",
+                 "selector": {"matchLabels": {"app": "budget"}}}
+    }));
+    expect_err(
+        pdbs.create(&PostParams::default(), &both).await,
+        422,
+        "Invalid",
+    );
+    let budget: PodDisruptionBudget = obj(json!({
+        "metadata": {"name": "budget"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "budget"}}}
+    }));
+    let created = pdbs.create(&PostParams::default(), &budget).await.unwrap();
+    let status = serde_json::to_value(created.status).unwrap();
+    assert_eq!(
+        status,
+        json!({"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0})
+    );
+    // nobody has processed the budget yet
+    let st = expect_err(
+        pods.evict("bw-1", &EvictParams::default()).await,
+        429,
+        "TooManyRequests",
+    );
+    let cause = &st.details.as_ref().unwrap().causes[0];
+    assert_eq!(
+        (cause.reason.as_str(), cause.message.as_str()),
+        (
+            "DisruptionBudget",
+            "The disruption budget budget is still being processed by the server."
+        )
+    );
+    // as the disruption controller would: two healthy, one may go
+    pdbs.patch_status(
+        "budget",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"status": {"observedGeneration": 1, "disruptionsAllowed": 1,
+            "currentHealthy": 2, "desiredHealthy": 1, "expectedPods": 2}}),
+        ),
+    )
+    .await
+    .unwrap();
+    pods.evict("bw-1", &EvictParams::default()).await.unwrap();
+    let evicted = pods.get("bw-1").await.unwrap();
+    assert!(evicted.metadata.deletion_timestamp.is_some(), "graceful");
+    let charged = serde_json::to_value(pdbs.get_status("budget").await.unwrap().status).unwrap();
+    assert_eq!(charged["disruptionsAllowed"], 0);
+    assert!(charged["disruptedPods"]["bw-1"].is_string(), "{charged}");
+    assert_eq!(charged["conditions"][0]["reason"], "InsufficientPods");
+    let st = expect_err(
+        pods.evict("bw-2", &EvictParams::default()).await,
+        429,
+        "TooManyRequests",
+    );
+    assert_eq!(
+        st.details.as_ref().unwrap().causes[0].message,
+        "The disruption budget budget needs 1 healthy pods and has 2 currently"
+    );
+    assert!(
+        pods.get("bw-2")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_none()
+    );
+    let c = ctx.clone();
+    let table = blocking(move || kubectl_ok(&c, &["get", "pdb"])).await;
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "NAME",
+            "MIN",
+            "AVAILABLE",
+            "MAX",
+            "UNAVAILABLE",
+            "ALLOWED",
+            "DISRUPTIONS",
+            "AGE"
+        ],
+        "{table}"
+    );
+    assert_eq!(rows[1][..4], ["budget", "1", "N/A", "0"], "{table}");
+    // a second budget over the same pods: the eviction cannot choose
+    let second: PodDisruptionBudget = obj(json!({
+        "metadata": {"name": "second"},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "budget"}}}
+    }));
+    pdbs.create(&PostParams::default(), &second).await.unwrap();
+    let st = expect_err(
+        pods.evict("bw-2", &EvictParams::default()).await,
+        500,
+        "InternalError",
+    );
+    assert!(
+        format!("{st:?}").contains("more than one PodDisruptionBudget"),
+        "{st:?}"
+    );
 }
