@@ -236,6 +236,7 @@ pub mod api;
 pub mod cluster;
 pub mod discovery;
 pub mod errors;
+pub mod eviction;
 pub mod kinds;
 pub mod patch;
 pub mod protobuf;
