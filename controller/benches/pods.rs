@@ -99,7 +99,9 @@ async fn main() {
     let bases = env_usize("BENCH_BASES", 1000);
     let rate = env_usize("BENCH_RATE", 100).max(1);
     let broker = Broker::mosquitto().unwrap_or_else(Broker::embedded);
-    let (client, server) = koupleless_kube_apiserver::start().await.expect("API server");
+    let (client, server) = koupleless_kube_apiserver::start()
+        .await
+        .expect("API server");
 
     let mut settings = Settings::new(ENV.parse().unwrap(), "bench-controller");
     let mut timings = Timings::UPSTREAM;
@@ -261,7 +263,11 @@ async fn main() {
             });
             if is_ready {
                 let name = p.metadata.name.clone().unwrap_or_default();
-                ready.lock().unwrap().entry(name).or_insert_with(Instant::now);
+                ready
+                    .lock()
+                    .unwrap()
+                    .entry(name)
+                    .or_insert_with(Instant::now);
             }
         }
     });
@@ -287,8 +293,8 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let marks = marks.lock().unwrap();
-    let ready = ready_at.lock().unwrap();
+    let marks = std::mem::take(&mut *marks.lock().unwrap());
+    let ready = ready_at.lock().unwrap().clone();
     let mut bound_to_install = Vec::new();
     let mut reply_to_status = Vec::new();
     for (id, created) in &created_at {
