@@ -39,6 +39,7 @@ async fn results_timeouts_and_per_base_limits() {
         call_timeout: Duration::from_millis(300),
         operation_timeout: Duration::from_secs(2),
         max_calls_per_base: 1,
+        ..HttpTunnelSettings::default()
     };
     let (tunnel, _driver) = HttpTunnel::new(
         settings,

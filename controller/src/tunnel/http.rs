@@ -1,36 +1,69 @@
 //! HTTP tunnel (spec protocol §6): an axum server for `POST /heartbeat` and
 //! `POST /queryBaseline`, and a client for the bases' Arklet API. Unlike upstream, every call
 //! has a timeout, each base has its own concurrency limit (upstream uses one tunnel-wide lock
-//! for queryAllBiz, so one hung base starves all), and uninstall results are reported.
+//! for queryAllBiz, so one hung base starves all), uninstall results are reported, and a
+//! heartbeat is believed only as far as [`super::trust`] allows.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::{Extension, Router};
 use koupleless_protocol::transport::{self, Transport};
-use koupleless_protocol::{BaseIdentity, BaseMetadata, BaseStatus, BizSpec};
-use serde::de::DeserializeOwned;
+use koupleless_protocol::{BaseIdentity, BaseMetadata, BaseStatus, BizSpec, BizState};
+use serde::de::{DeserializeOwned, IgnoredAny};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::decode::{bizs_from_http, health_from_http, record_from_http_operation};
+use super::trust::{self, Claim, Probe, Refusal, Verdict};
 use super::{BaselineRequest, Command, Endpoint, Tunnel, TunnelError, TunnelEvent, TunnelKind};
 use crate::config::HttpTunnelSettings;
 use crate::labels::DEFAULT_ARKLET_PORT;
 use crate::metrics::Metrics;
 
+/// After the known address of a base answered as that base, further claims of a new address
+/// are refused without asking again for this long, so a stream of spoofed heartbeats does not
+/// turn into a stream of calls to the base.
+const CONFIRMED_FOR: Duration = Duration::from_secs(10);
+
+/// What the tunnel knows about one base's Arklet address.
+#[derive(Debug, Clone)]
+struct Known {
+    endpoint: Endpoint,
+    /// Last accepted heartbeat (or attach).
+    heard: Instant,
+    /// A vnode of this replica serves the base.
+    attached: bool,
+    /// When the address last answered as this base to a verification.
+    confirmed: Option<Instant>,
+}
+
+impl Known {
+    fn new(endpoint: Endpoint, attached: bool) -> Known {
+        Known {
+            endpoint,
+            heard: Instant::now(),
+            attached,
+            confirmed: None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     client: reqwest::Client,
-    endpoints: Mutex<HashMap<BaseIdentity, Endpoint>>,
+    endpoints: Mutex<HashMap<BaseIdentity, Known>>,
+    /// Bases whose known address is being verified right now.
+    verifying: Mutex<HashSet<BaseIdentity>>,
     limits: Mutex<HashMap<BaseIdentity, Arc<Semaphore>>>,
     settings: HttpTunnelSettings,
     events: mpsc::Sender<TunnelEvent>,
@@ -58,6 +91,9 @@ pub enum HttpSetupError {
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The Arklet API token cannot be sent in an HTTP header.
+    #[error("ARKLET_API_TOKEN is not a valid HTTP header value")]
+    Token,
 }
 
 fn now_ms() -> i64 {
@@ -74,15 +110,24 @@ impl HttpTunnel {
         baseline_wait: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<(HttpTunnel, HttpDriver), HttpSetupError> {
+        let mut headers = http::HeaderMap::new();
+        if let Some(token) = &settings.api_token {
+            let mut value = http::HeaderValue::try_from(format!("Bearer {}", token.expose()))
+                .map_err(|_| HttpSetupError::Token)?;
+            value.set_sensitive(true);
+            headers.insert(http::header::AUTHORIZATION, value);
+        }
         let client = reqwest::Client::builder()
             // Bases are reached directly on their pod IPs.
             .no_proxy()
+            .default_headers(headers)
             .connect_timeout(settings.call_timeout.min(Duration::from_secs(5)))
             .build()?;
         let tunnel = HttpTunnel {
             inner: Arc::new(Inner {
                 client,
                 endpoints: Mutex::default(),
+                verifying: Mutex::default(),
                 limits: Mutex::default(),
                 settings,
                 events,
@@ -95,33 +140,172 @@ impl HttpTunnel {
         Ok((tunnel.clone(), HttpDriver { tunnel }))
     }
 
-    fn endpoint(&self, base: &BaseIdentity) -> Option<Endpoint> {
+    fn endpoints(&self) -> std::sync::MutexGuard<'_, HashMap<BaseIdentity, Known>> {
         self.inner
             .endpoints
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(base)
-            .cloned()
     }
 
-    fn remember(&self, base: &BaseIdentity, status: &BaseStatus) {
-        let ep = Endpoint {
-            host: if status.local_ip.is_empty() {
-                "127.0.0.1".into()
-            } else {
-                status.local_ip.clone()
-            },
-            port: if status.port == 0 {
-                DEFAULT_ARKLET_PORT
-            } else {
-                status.port
-            },
+    /// The Arklet address this tunnel calls for `base`, if it knows one.
+    pub fn endpoint(&self, base: &BaseIdentity) -> Option<Endpoint> {
+        self.endpoints().get(base).map(|k| k.endpoint.clone())
+    }
+
+    /// How many base addresses the tunnel remembers.
+    pub fn known_bases(&self) -> usize {
+        self.endpoints().len()
+    }
+
+    /// Forgets the addresses of bases that no vnode of this replica serves and that were not
+    /// heard from for the endpoint TTL.
+    pub fn prune(&self) {
+        let ttl = self.inner.settings.endpoint_ttl;
+        let now = Instant::now();
+        self.endpoints().retain(|base, k| {
+            let keep = !trust::prunable(k.attached, now.saturating_duration_since(k.heard), ttl);
+            if !keep {
+                tracing::debug!(%base, endpoint = ?k.endpoint, "forgetting the address of a silent base");
+            }
+            keep
+        });
+    }
+
+    /// Judges a heartbeat and, when it is accepted, remembers its address, under one lock so
+    /// two heartbeats for the same base cannot interleave.
+    fn decide(
+        &self,
+        base: &BaseIdentity,
+        endpoint: &Endpoint,
+        peer: Option<std::net::IpAddr>,
+        auth: trust::Auth,
+        deactivated: bool,
+    ) -> (Verdict, Option<Known>) {
+        let mut map = self.endpoints();
+        let known = map.get(base).cloned();
+        let verdict = trust::judge(&Claim {
+            peer,
+            auth,
+            endpoint,
+            deactivated,
+            known: known.as_ref().map(|k| &k.endpoint),
+        });
+        match verdict {
+            Verdict::Accept => {
+                map.entry(base.clone())
+                    .and_modify(|k| k.heard = Instant::now())
+                    .or_insert_with(|| Known::new(endpoint.clone(), false));
+            }
+            Verdict::ForwardOnly => {
+                if let Some(k) = map.get_mut(base) {
+                    k.heard = Instant::now();
+                }
+            }
+            Verdict::Verify | Verdict::Refuse(_) => {}
+        }
+        (verdict, known)
+    }
+
+    /// Asks `current` whether it is still `base`, then moves the base to `claimed` only if it
+    /// is not. Returns the refusal when the move is refused. Runs in the heartbeat's own
+    /// request, holding no lock while it waits, so other bases' heartbeats go on.
+    async fn verify_move(
+        &self,
+        base: &BaseIdentity,
+        current: Known,
+        claimed: &Endpoint,
+    ) -> Result<(), Refusal> {
+        let refused = || Refusal::StillAnswers {
+            current: format!("{}:{}", current.endpoint.host, current.endpoint.port),
+            claimed: format!("{}:{}", claimed.host, claimed.port),
         };
+        if current
+            .confirmed
+            .is_some_and(|at| at.elapsed() < CONFIRMED_FOR)
+        {
+            return Err(refused());
+        }
+        let Some(_guard) = VerifyGuard::new(&self.inner, base) else {
+            return Err(Refusal::Verifying);
+        };
+        let probe = self.probe(&current.endpoint).await;
+        let alive = trust::still_there(&probe, base.as_str());
+        tracing::debug!(%base, ?probe, alive, "verified the known address of a base");
+        let mut map = self.endpoints();
+        match map.get_mut(base) {
+            Some(k) if k.endpoint == current.endpoint => {
+                if alive {
+                    k.confirmed = Some(Instant::now());
+                    Err(refused())
+                } else {
+                    tracing::info!(%base, from = ?k.endpoint, to = ?claimed, "base moved: its old address no longer answers as it");
+                    k.endpoint = claimed.clone();
+                    k.heard = Instant::now();
+                    k.confirmed = None;
+                    Ok(())
+                }
+            }
+            Some(k) if &k.endpoint == claimed => {
+                k.heard = Instant::now();
+                Ok(())
+            }
+            // Changed again while we asked: let the next heartbeat start over.
+            Some(_) => Err(Refusal::Verifying),
+            None => {
+                map.insert(base.clone(), Known::new(claimed.clone(), false));
+                Ok(())
+            }
+        }
+    }
+
+    async fn probe(&self, ep: &Endpoint) -> Probe {
+        let timeout = self.inner.settings.call_timeout.min(Duration::from_secs(5));
+        match self
+            .call::<koupleless_protocol::Response<IgnoredAny>>(
+                ep,
+                "health",
+                b"{}".to_vec(),
+                timeout,
+            )
+            .await
+        {
+            Ok(resp) => Probe::Answered {
+                base_identity: resp.base_identity,
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "known address does not answer");
+                Probe::NoAnswer
+            }
+        }
+    }
+
+    fn refuse(&self, base: &BaseIdentity, peer: Option<SocketAddr>, why: Refusal) -> Response {
         self.inner
-            .endpoints
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(base.clone(), ep);
+            .metrics
+            .tunnel_error(TunnelKind::Http, why.metric_label());
+        if matches!(why, Refusal::Verifying) {
+            tracing::debug!(%base, ?peer, reason = %why, "heartbeat refused");
+        } else {
+            tracing::warn!(%base, ?peer, reason = %why, "heartbeat refused");
+        }
+        let body = serde_json::json!({
+            "code": "REFUSED",
+            "reason": why.reason(),
+            "message": why.to_string(),
+        });
+        (why.status(), axum::Json(body)).into_response()
+    }
+
+    async fn forward(&self, base: BaseIdentity, status: BaseStatus) -> Response {
+        let ev = TunnelEvent::Heartbeat {
+            tunnel: TunnelKind::Http,
+            base,
+            status,
+        };
+        match self.inner.events.send(ev).await {
+            Ok(()) => (StatusCode::OK, "SUCCESS").into_response(),
+            Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        }
     }
 
     fn limit(&self, base: &BaseIdentity) -> Arc<Semaphore> {
@@ -298,13 +482,14 @@ impl Tunnel for HttpTunnel {
         base: &BaseIdentity,
         endpoint: Option<Endpoint>,
     ) -> Result<(), TunnelError> {
-        if let Some(ep) = endpoint {
-            self.inner
-                .endpoints
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(base.clone())
-                .or_insert(ep);
+        // An address learnt from a heartbeat wins over the Node's: it was checked.
+        let mut map = self.endpoints();
+        match (map.get_mut(base), endpoint) {
+            (Some(k), _) => k.attached = true,
+            (None, Some(ep)) => {
+                map.insert(base.clone(), Known::new(ep, true));
+            }
+            (None, None) => {}
         }
         Ok(())
     }
@@ -315,7 +500,58 @@ impl Tunnel for HttpTunnel {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(base);
+        // Kept (a standby replica still recognises a move) until the TTL prunes it.
+        if let Some(k) = self.endpoints().get_mut(base) {
+            k.attached = false;
+        }
         Ok(())
+    }
+}
+
+/// Marks a base as being verified; the mark goes when the request ends, even if the caller
+/// hangs up and the handler is dropped mid-call.
+struct VerifyGuard {
+    inner: Arc<Inner>,
+    base: BaseIdentity,
+}
+
+impl VerifyGuard {
+    fn new(inner: &Arc<Inner>, base: &BaseIdentity) -> Option<VerifyGuard> {
+        let fresh = inner
+            .verifying
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(base.clone());
+        fresh.then(|| VerifyGuard {
+            inner: inner.clone(),
+            base: base.clone(),
+        })
+    }
+}
+
+impl Drop for VerifyGuard {
+    fn drop(&mut self) {
+        self.inner
+            .verifying
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.base);
+    }
+}
+
+/// The Arklet address a heartbeat names (empty `localIP` and port 0 mean upstream's defaults).
+fn claimed_endpoint(status: &BaseStatus) -> Endpoint {
+    Endpoint {
+        host: if status.local_ip.is_empty() {
+            "127.0.0.1".into()
+        } else {
+            status.local_ip.clone()
+        },
+        port: if status.port == 0 {
+            DEFAULT_ARKLET_PORT
+        } else {
+            status.port
+        },
     }
 }
 
@@ -323,7 +559,12 @@ fn bad_request(e: impl std::fmt::Display) -> Response {
     (StatusCode::BAD_REQUEST, e.to_string()).into_response()
 }
 
-async fn heartbeat(State(t): State<HttpTunnel>, body: Bytes) -> Response {
+async fn heartbeat(
+    State(t): State<HttpTunnel>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let status: BaseStatus = match serde_json::from_slice(&body) {
         Ok(s) => s,
         Err(e) => return bad_request(e),
@@ -332,15 +573,25 @@ async fn heartbeat(State(t): State<HttpTunnel>, body: Bytes) -> Response {
         Ok(b) => b,
         Err(e) => return bad_request(e),
     };
-    t.remember(&base, &status);
-    let ev = TunnelEvent::Heartbeat {
-        tunnel: TunnelKind::Http,
-        base,
-        status,
-    };
-    match t.inner.events.send(ev).await {
-        Ok(()) => (StatusCode::OK, "SUCCESS").into_response(),
-        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
+    let auth = trust::bearer_auth(
+        headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+        t.inner.settings.api_token.as_ref().map(|k| k.expose()),
+    );
+    let claimed = claimed_endpoint(&status);
+    let deactivated = status.state == BizState::Deactivated;
+    let (verdict, known) = t.decide(&base, &claimed, peer.map(|a| a.ip()), auth, deactivated);
+    match (verdict, known) {
+        (Verdict::Accept | Verdict::ForwardOnly, _) => t.forward(base, status).await,
+        (Verdict::Refuse(why), _) => t.refuse(&base, peer, why),
+        (Verdict::Verify, Some(current)) => match t.verify_move(&base, current, &claimed).await {
+            Ok(()) => t.forward(base, status).await,
+            Err(why) => t.refuse(&base, peer, why),
+        },
+        // judge() asks for verification only for a known base.
+        (Verdict::Verify, None) => t.refuse(&base, peer, Refusal::Verifying),
     }
 }
 
@@ -393,7 +644,26 @@ impl HttpDriver {
         listener: TcpListener,
         cancel: CancellationToken,
     ) -> std::io::Result<()> {
-        let result = axum::serve(listener, self.router())
+        let inner = &self.tunnel.inner;
+        let sweeper = self.tunnel.clone();
+        let stop = inner.cancel.clone();
+        let period = (inner.settings.endpoint_ttl / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(60));
+        inner.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => sweeper.prune(),
+                }
+            }
+        });
+        // The peer address is what a heartbeat's localIP is checked against.
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(listener, app)
             .with_graceful_shutdown(cancel.cancelled_owned())
             .await;
         self.tunnel.inner.cancel.cancel();

@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 pub mod decode;
 pub mod http;
 pub mod mqtt;
+pub mod trust;
 
 pub use http::{HttpDriver, HttpTunnel};
 pub use mqtt::{MqttDriver, MqttTunnel};
