@@ -513,7 +513,7 @@ async fn a_refused_move_leaves_installs_on_the_real_base() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn addresses_of_bases_that_left_or_never_became_nodes_are_pruned() {
     init_logs();
-    let ttl = Duration::from_millis(400);
+    let ttl = Duration::from_millis(1500);
     let mut w = TunnelWorld::start(ttl).await;
     // Many identities that never become Nodes here (nothing attaches them).
     for i in 0..20 {
