@@ -283,8 +283,17 @@ mod tests {
         let anon = Auth::Anonymous;
         let token = Auth::Token;
         use Verdict::*;
+        type Case<'a> = (
+            &'a str,
+            Option<IpAddr>,
+            Auth,
+            &'a Endpoint,
+            bool,
+            Option<&'a Endpoint>,
+            Verdict,
+        );
         #[rustfmt::skip]
-        let cases: Vec<(&str, Option<IpAddr>, Auth, &Endpoint, bool, Option<&Endpoint>, Verdict)> = vec![
+        let cases: Vec<Case<'_>> = vec![
             ("new base from its own address", Some(ip("10.0.0.5")), anon, &base, false, None, Accept),
             ("IPv4-mapped peer", Some(mapped), anon, &base, false, None, Accept),
             ("IPv6 peer", Some(IpAddr::V6(Ipv6Addr::LOCALHOST)), anon, &v6, false, None, Accept),
