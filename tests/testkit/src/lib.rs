@@ -66,9 +66,9 @@
 pub mod ark_telnet_peer;
 mod biz;
 pub mod broker;
-pub mod proxy;
 mod java;
 mod manifest;
+pub mod proxy;
 mod source;
 mod wait;
 
