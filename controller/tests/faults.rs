@@ -71,8 +71,8 @@ impl NodeWatch {
     async fn stop(self) -> Seen {
         self.cancel.cancel();
         let _ = self.task.await;
-        let s = self.seen.lock().unwrap().clone();
-        s
+        let seen = self.seen.lock().unwrap();
+        seen.clone()
     }
 }
 
