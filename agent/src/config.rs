@@ -71,6 +71,12 @@ pub struct Config {
     /// non-loopback IPv4 address, as the Java base does.
     #[arg(long, env = "KOUPLELESS_BASE_IDENTITY")]
     pub base_identity: Option<String>,
+    /// Address the controller reaches this agent's HTTP API at (`localIP` in heartbeats; the
+    /// HTTP tunnel's controller calls it). Default: `POD_IP`, else the first non-loopback IPv4
+    /// address, as the Java base does. Set it when the agent listens elsewhere (e.g.
+    /// `127.0.0.1` beside a local controller).
+    #[arg(long, env = "POD_IP")]
+    pub local_ip: Option<String>,
     /// Base name (`baseMetadata.name`, `masterBizInfo.bizName`).
     #[arg(long, env = "KOUPLELESS_BASE_NAME", default_value = "base")]
     pub base_name: String,

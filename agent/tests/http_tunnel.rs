@@ -33,6 +33,7 @@ async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 struct Seen {
     at: Instant,
     content_type: Option<String>,
+    authorization: Option<String>,
     body: Value,
 }
 
@@ -59,6 +60,10 @@ fn seen(headers: &HeaderMap, body: &Bytes) -> Seen {
         at: Instant::now(),
         content_type: headers
             .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        authorization: headers
+            .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         body: serde_json::from_slice(body).unwrap_or(Value::Null),
@@ -187,6 +192,7 @@ async fn heartbeat_posts_the_raw_base_status_with_the_real_port() {
     let beats = ctl.heartbeats();
     let first = &beats[0];
     assert_eq!(first.content_type.as_deref(), Some("application/json"));
+    assert_eq!(first.authorization, None, "no token configured, none sent");
     let b = &first.body;
     // Un-enveloped (T18), the bound Arklet port (T21), lower-case state.
     assert!(
@@ -439,5 +445,46 @@ async fn both_tunnels_at_once() {
         .await
     );
     listener.abort();
+    ctl.stop().await;
+}
+
+/// An agent with `--api-token` proves itself to the controller with the same bearer token on
+/// heartbeats, the goodbye and the baseline query (a controller configured with
+/// `ARKLET_API_TOKEN` believes such a heartbeat whatever address it comes from).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_token_is_sent_to_the_controller() {
+    let ctl = FakeController::start(0, Recorded::default()).await;
+    let work = tempfile::tempdir().unwrap();
+    let endpoint = ctl.endpoint();
+    let agent = start_agent(
+        work.path(),
+        &[
+            "--koupleless.arklet.http.heartbeat.endpoint",
+            &endpoint,
+            "--http-heartbeat-interval",
+            "200ms",
+            "--fetch-baseline-on-start",
+            "--api-token",
+            "s3cret-token",
+        ],
+    )
+    .await;
+    assert!(
+        eventually(SOON, || ctl.heartbeats().len() >= 2
+            && !ctl.baseline_queries().is_empty())
+        .await,
+        "heartbeats and the baseline query arrive"
+    );
+    agent.shutdown().await;
+    let beats = ctl.heartbeats();
+    assert_eq!(beats.last().unwrap().body["state"], "deactivated");
+    for s in beats.iter().chain(ctl.baseline_queries().iter()) {
+        assert_eq!(
+            s.authorization.as_deref(),
+            Some("Bearer s3cret-token"),
+            "{:?}",
+            s.body
+        );
+    }
     ctl.stop().await;
 }

@@ -16,7 +16,7 @@ use tokio::time::{MissedTickBehavior, sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::{BaseInfo, TunnelError};
+use super::{BaseInfo, Secret, TunnelError};
 use crate::backend::RuntimeBackend;
 use crate::service::{CommandService, Data, Outcome};
 
@@ -33,6 +33,11 @@ pub struct HttpTunnelSettings {
     pub fetch_baseline: bool,
     /// On shutdown, how long a baseline install in progress may still run.
     pub shutdown_grace: Duration,
+    /// The agent's own API token, sent as `Authorization: Bearer` on every request to the
+    /// controller: a controller configured with the same secret (`ARKLET_API_TOKEN`) then
+    /// believes the heartbeat whatever address it arrives from (behind NAT or a proxy), and
+    /// uses the token for its calls back to this agent.
+    pub api_token: Option<Secret>,
 }
 
 impl HttpTunnelSettings {
@@ -93,6 +98,29 @@ pub fn baseline_install_body(list: &[BizSpec]) -> Vec<u8> {
         .into_bytes()
 }
 
+/// `Authorization: Bearer <token>`, marked sensitive so it never shows in debug output.
+pub fn bearer_header(token: &Secret) -> Result<reqwest::header::HeaderValue, TunnelError> {
+    let mut value = reqwest::header::HeaderValue::try_from(format!("Bearer {}", token.expose()))
+        .map_err(|_| TunnelError::TokenHeader)?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// The client for every request to the controller: timeouts, and the bearer token as a
+/// default header marked sensitive (kept out of debug output).
+fn client(cfg: &HttpTunnelSettings) -> Result<reqwest::Client, TunnelError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &cfg.api_token {
+        headers.insert(reqwest::header::AUTHORIZATION, bearer_header(token)?);
+    }
+    reqwest::Client::builder()
+        .connect_timeout(cfg.timeout)
+        .timeout(cfg.timeout)
+        .default_headers(headers)
+        .build()
+        .map_err(TunnelError::HttpClient)
+}
+
 /// Runs the HTTP heartbeat (and the start-up baseline) until `cancel` fires, then sends a
 /// final `deactivated` heartbeat and returns. Controller failures are logged and retried.
 pub async fn run_http_heartbeat<B: RuntimeBackend>(
@@ -101,11 +129,7 @@ pub async fn run_http_heartbeat<B: RuntimeBackend>(
     service: CommandService<B>,
     cancel: CancellationToken,
 ) -> Result<(), TunnelError> {
-    let client = reqwest::Client::builder()
-        .connect_timeout(cfg.timeout)
-        .timeout(cfg.timeout)
-        .build()
-        .map_err(TunnelError::HttpClient)?;
+    let client = client(&cfg)?;
     let heartbeat_url = endpoint_url(&cfg.endpoint, "heartbeat");
     tracing::info!(url = %heartbeat_url, period = ?cfg.interval, port = base.http_port, "starting the HTTP heartbeat");
     let baseline = cfg.fetch_baseline.then(|| {

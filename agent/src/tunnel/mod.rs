@@ -97,6 +97,9 @@ pub enum TunnelError {
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
+    /// The API token cannot be sent in an HTTP header (control characters).
+    #[error("--api-token cannot be sent in an HTTP Authorization header")]
+    TokenHeader,
 }
 
 /// A secret string (the MQTT password): its `Debug` output is redacted, so logging a
@@ -325,6 +328,7 @@ impl TunnelArgs {
             timeout: nonzero(self.controller_timeout, "--controller-timeout")?,
             fetch_baseline: self.fetch_baseline_on_start,
             shutdown_grace: HttpTunnelSettings::DEFAULT_SHUTDOWN_GRACE,
+            api_token: None,
         }))
     }
 
@@ -356,7 +360,6 @@ impl BaseInfo {
     pub fn from_config(cfg: &Config, http_port: u16) -> Result<BaseInfo, TunnelError> {
         let identity: BaseIdentity = cfg.identity().parse().map_err(TunnelError::Identity)?;
         let env = cfg.tunnel.env()?;
-        let pod_ip = std::env::var("POD_IP").ok();
         let base = BaseInfo {
             metadata: BaseMetadata {
                 cluster_name: cfg.cluster_name.clone(),
@@ -364,7 +367,7 @@ impl BaseInfo {
                 name: cfg.base_name.clone(),
                 version: cfg.base_version.clone(),
             },
-            local_ip: local_ip(pod_ip.as_deref(), crate::config::local_ipv4()),
+            local_ip: local_ip(cfg.local_ip.as_deref(), crate::config::local_ipv4()),
             host_name: host_name(crate::config::hostname().as_deref()),
             http_port,
             identity,
@@ -424,9 +427,19 @@ pub struct Tunnels {
 impl Tunnels {
     /// Validates the tunnel flags and the base identity; reads the TLS files.
     pub fn from_config(cfg: &Config) -> Result<Tunnels, TunnelError> {
+        let http = match cfg.tunnel.http()? {
+            Some(http) => {
+                let api_token = cfg.api_token.clone().map(Secret::new);
+                if let Some(t) = &api_token {
+                    http::bearer_header(t)?;
+                }
+                Some(HttpTunnelSettings { api_token, ..http })
+            }
+            None => None,
+        };
         Ok(Tunnels {
             mqtt: cfg.tunnel.mqtt()?,
-            http: cfg.tunnel.http()?,
+            http,
             base: BaseInfo::from_config(cfg, 0)?,
         })
     }

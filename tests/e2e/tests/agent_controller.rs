@@ -2,56 +2,20 @@
 //! test server, with a real JVM as the base: the base becomes a virtual Node whose memory is the
 //! base JVM's `MaxMetaspaceSize`, and disappears as soon as the agent shuts down.
 
+mod common;
+
 use koupleless_testkit::eventually;
-use std::process::{Child, Command};
 use std::time::Duration;
 
 use clap::Parser;
+use common::{node_ready as ready, start_base};
 use k8s_openapi::api::core::v1::Node;
 use koupleless_controller::config::{MqttSettings, NodeSettings};
 use koupleless_controller::{Listeners, Settings, Timings};
 use koupleless_testkit::broker::Broker;
-use koupleless_testkit::{SMALL_JVM_ARGS, java_available, toolchain};
+use koupleless_testkit::java_available;
 use kube::Api;
 use tokio_util::sync::CancellationToken;
-
-struct Jvm(Child);
-
-impl Drop for Jvm {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A base JVM with a 64 MiB metaspace limit.
-fn start_base(dir: &std::path::Path) -> Jvm {
-    let tc = toolchain().expect("java toolchain");
-    let src = dir.join("Base.java");
-    std::fs::write(
-        &src,
-        "public class Base { public static void main(String[] a) throws Exception { Thread.sleep(Long.MAX_VALUE); } }",
-    )
-    .unwrap();
-    assert!(
-        Command::new(&tc.javac)
-            .arg("-d")
-            .arg(dir)
-            .arg(&src)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let child = Command::new(&tc.java)
-        .args(SMALL_JVM_ARGS)
-        .arg("-XX:MaxMetaspaceSize=64m")
-        .arg("-cp")
-        .arg(dir)
-        .arg("Base")
-        .spawn()
-        .unwrap();
-    Jvm(child)
-}
 
 fn memory(node: &Node) -> (Option<String>, Option<String>) {
     let status = node.status.clone().unwrap_or_default();
@@ -59,16 +23,6 @@ fn memory(node: &Node) -> (Option<String>, Option<String>) {
         std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
     >| { m.and_then(|m| m.get("memory").map(|q| q.0.clone())) };
     (get(status.capacity), get(status.allocatable))
-}
-
-fn ready(node: &Node) -> Option<String> {
-    node.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.status.clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,17 +4,18 @@
 //! a module whose start fails shows the agent's own message and runs once its image is fixed;
 //! deleting the Pod stops the module's JVM and removes the Pod.
 
-use std::process::{Child, Command};
+mod common;
+
 use std::time::Duration;
 
 use clap::Parser;
+use common::{module_pod, running_ready, start_base};
 use k8s_openapi::api::core::v1::Pod;
 use koupleless_controller::config::{MqttSettings, NodeSettings};
 use koupleless_controller::{Listeners, Settings, Timings};
 use koupleless_testkit::broker::Broker;
 use koupleless_testkit::{
-    Behaviour, BizJar, SMALL_JVM_ARGS, eventually, file_url, java_available, process_alive,
-    read_pid_file, toolchain,
+    Behaviour, BizJar, eventually, file_url, java_available, process_alive, read_pid_file,
 };
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -22,65 +23,6 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 const T: Duration = Duration::from_secs(60);
-
-struct Jvm(Child);
-
-impl Drop for Jvm {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_base(dir: &std::path::Path) -> Jvm {
-    let tc = toolchain().expect("java toolchain");
-    let src = dir.join("Base.java");
-    std::fs::write(
-        &src,
-        "public class Base { public static void main(String[] a) throws Exception { Thread.sleep(Long.MAX_VALUE); } }",
-    )
-    .unwrap();
-    assert!(
-        Command::new(&tc.javac)
-            .arg("-d")
-            .arg(dir)
-            .arg(&src)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let child = Command::new(&tc.java)
-        .args(SMALL_JVM_ARGS)
-        .arg("-XX:MaxMetaspaceSize=64m")
-        .arg("-cp")
-        .arg(dir)
-        .arg("Base")
-        .spawn()
-        .unwrap();
-    Jvm(child)
-}
-
-fn module_pod(node: &str, image: &str) -> Pod {
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "biz1", "namespace": "default",
-            "labels": {"virtual-kubelet.koupleless.io/component": "module"}},
-        "spec": {"nodeName": node, "containers": [{"name": "biz1", "image": image,
-            "env": [{"name": "BIZ_VERSION", "value": "1.0.0"}]}]},
-    }))
-    .unwrap()
-}
-
-fn running_ready(p: &Pod) -> bool {
-    let Some(s) = p.status.as_ref() else {
-        return false;
-    };
-    s.phase.as_deref() == Some("Running")
-        && s.conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-}
 
 fn waiting(p: &Pod) -> Option<(String, String)> {
     let w = p

@@ -5,7 +5,8 @@
 //! partition where packets vanish, so clients hit their own timeouts).
 //!
 //! Changing the mode cuts the connections already open, as a partition does, so a client with
-//! a keep-alive connection cannot keep talking through it.
+//! a keep-alive connection cannot keep talking through it. [`Proxy::retarget`] plays a
+//! Service whose endpoints change (a rolling update moves traffic to another replica).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ pub enum Link {
 pub struct Proxy {
     addr: SocketAddr,
     mode: watch::Sender<(Link, u64)>,
+    target: Arc<std::sync::Mutex<SocketAddr>>,
     accepted: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
@@ -44,15 +46,19 @@ impl Proxy {
         let (mode, rx) = watch::channel((Link::Pass, 0u64));
         let accepted = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
+        let target = Arc::new(std::sync::Mutex::new(target));
+        let current = target.clone();
         let task = tokio::spawn(async move {
             while let Ok((conn, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(serve(conn, target, rx.clone()));
+                let to = *current.lock().unwrap_or_else(|e| e.into_inner());
+                tokio::spawn(serve(conn, to, rx.clone()));
             }
         });
         Ok(Proxy {
             addr,
             mode,
+            target,
             accepted,
             task,
         })
@@ -69,6 +75,12 @@ impl Proxy {
             *l = link;
             *epoch += 1;
         });
+    }
+
+    /// Forwards new connections to `target` from now on, and cuts those open to the old one.
+    pub fn retarget(&self, target: SocketAddr) {
+        *self.target.lock().unwrap_or_else(|e| e.into_inner()) = target;
+        self.mode.send_modify(|(_, epoch)| *epoch += 1);
     }
 
     /// Connections accepted so far (a measure of how hard clients retry).
@@ -168,5 +180,23 @@ mod tests {
         let mut c4 = TcpStream::connect(p.addr()).await.unwrap();
         assert!(roundtrip(&mut c4).await, "passes again");
         assert_eq!(p.accepted(), 4);
+    }
+
+    #[tokio::test]
+    async fn retarget_moves_new_connections_and_cuts_old_ones() {
+        let first = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let p = Proxy::start(first.local_addr().unwrap()).await.unwrap();
+        let _old = TcpStream::connect(p.addr()).await.unwrap();
+        let (mut at_first, _) = first.accept().await.unwrap();
+        p.retarget(echo_server().await);
+        let mut buf = [0u8; 1];
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(5), at_first.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0))), "old connection cut: {read:?}");
+        let mut c = TcpStream::connect(p.addr()).await.unwrap();
+        assert!(
+            roundtrip(&mut c).await,
+            "new connection reaches the new target"
+        );
     }
 }
