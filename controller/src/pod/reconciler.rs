@@ -113,11 +113,12 @@ impl Shared {
         }
     }
 
+    /// The base's view when this replica may act for it now: it owns the base and its Lease
+    /// was renewed within the renew deadline, so a fenced owner sends no command and writes no
+    /// Pod status even before its supervisor has stepped down.
     fn owned(&self, node: &VNodeName) -> Option<crate::registry::BaseView> {
-        self.ctx
-            .registry
-            .get(node)
-            .filter(|v| v.state.is_owned() && v.state != VNodeState::Deleting)
+        let now = tokio::time::Instant::now();
+        self.ctx.registry.get(node).filter(|v| v.may_act(now))
     }
 }
 
@@ -465,6 +466,7 @@ async fn reconcile(shared: &Shared, node: &str) -> Option<Instant> {
         host_ip: ip.as_deref(),
         now: Timestamp::now(),
     };
+    let mut writes = Vec::new();
     for p in &pods {
         let Some(uid) = p.metadata.uid.as_deref() else {
             continue;
@@ -485,6 +487,13 @@ async fn reconcile(shared: &Shared, node: &str) -> Option<Instant> {
         let Some(patch) = status::status_patch(p, &desired) else {
             continue;
         };
+        writes.push((p, desired, patch));
+    }
+    // Pods turning Ready first: when a new version supersedes the old one on this base, the
+    // new Pod is Ready before the old one turns NotReady, so a rollout never sees fewer Ready
+    // Pods than it allows (maxUnavailable 0 holds between two writes too).
+    writes.sort_by_key(|(_, desired, _)| !status::is_ready(desired));
+    for (p, desired, patch) in writes {
         shared.owned(&name)?;
         tracing::debug!(node, pod = ?p.metadata.name, %patch, "writing pod status");
         let ns = p.metadata.namespace.clone().unwrap_or_default();
