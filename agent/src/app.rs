@@ -202,8 +202,19 @@ pub async fn start(cfg: Config) -> Result<Agent, StartError> {
     fetch.connect_timeout = cfg.fetch_connect_timeout;
     fetch.read_timeout = cfg.fetch_read_timeout;
     fetch.max_bytes = cfg.max_package_bytes;
-    fetch.allowed_url_prefixes = cfg.allow_url_prefixes.clone();
+    fetch.allowed_urls = crate::url_policy::parse_rules(&cfg.allow_url_prefixes)
+        .map_err(|(rule, reason)| PackageError::BadAllowRule { rule, reason })?;
+    fetch.deny_private_addresses = cfg.deny_private_addresses;
     fetch.allowed_file_dirs = cfg.allow_file_dirs.clone();
+    if fetch.allowed_urls.is_empty() {
+        tracing::warn!(
+            deny_private_addresses = cfg.deny_private_addresses,
+            "no --allow-url-prefix: packages are fetched from any http(s) URL"
+        );
+    }
+    if fetch.allowed_file_dirs.is_empty() {
+        tracing::warn!("no --allow-file-dir: packages are read from any file:// path");
+    }
     let store = PackageStore::new(fetch)?;
 
     let (events_tx, mut events_rx) = mpsc::channel::<BackendEvent>(64);
@@ -272,6 +283,7 @@ pub async fn start(cfg: Config) -> Result<Agent, StartError> {
                 max_age_ms: cfg.ops_max_age.as_millis() as i64,
             },
             state_file: Some(cfg.work_dir.join("state.json")),
+            allow_jvm_option_envs: cfg.allow_jvm_option_envs,
         },
         Arc::new(move || probe_source.metaspace_used()),
     );

@@ -95,13 +95,32 @@ pub struct Config {
     /// Keep modules whose start failed registered as `broken` instead of removing them.
     #[arg(long, env = "KOUPLELESS_AGENT_KEEP_FAILED")]
     pub keep_failed: bool,
-    /// Only fetch `http(s)` packages whose URL starts with one of these prefixes (repeatable).
+    /// Only fetch `http(s)` packages under one of these URLs (repeatable, comma-separated in
+    /// the environment). Compared as parsed URLs, not strings: same scheme; same host, or
+    /// any subdomain for `*.domain`; same port (explicit or the scheme's default); and a path
+    /// under the given one at a `/` boundary (`https://repo.example/releases` admits
+    /// `/releases/x.jar`, not `/releases-evil/x.jar`). URLs with user information
+    /// (`user@host`) are refused. Every redirect hop must match too, and a redirect from https
+    /// to http is always refused. Without this flag any http(s) URL is accepted (logged at
+    /// start).
     #[arg(
         long = "allow-url-prefix",
         env = "KOUPLELESS_AGENT_ALLOW_URL_PREFIXES",
         value_delimiter = ','
     )]
     pub allow_url_prefixes: Vec<String>,
+    /// Refuse packages from loopback, link-local (e.g. 169.254.169.254), private (RFC 1918,
+    /// IPv6 unique local) and other non-public addresses, for agents that fetch from the
+    /// internet. Host names are checked on the addresses DNS returns, which are the ones
+    /// connected to; redirect hops are checked too. System HTTP proxies are not used then.
+    #[arg(long, env = "KOUPLELESS_AGENT_DENY_PRIVATE_ADDRESSES")]
+    pub deny_private_addresses: bool,
+    /// Accept `envs` entries that make the JVM load code on its own (`JAVA_TOOL_OPTIONS`,
+    /// `JDK_JAVA_OPTIONS`, `_JAVA_OPTIONS`, `LD_*`) in install requests. Without this flag
+    /// such a request is refused: those variables can load agents or libraries that no
+    /// allow-list saw.
+    #[arg(long, env = "KOUPLELESS_AGENT_ALLOW_JVM_OPTION_ENVS")]
+    pub allow_jvm_option_envs: bool,
     /// Only accept `file://` packages under these directories (repeatable).
     #[arg(
         long = "allow-file-dir",

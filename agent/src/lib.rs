@@ -24,3 +24,4 @@ pub mod package;
 pub mod restore;
 pub mod service;
 pub mod tunnel;
+pub mod url_policy;

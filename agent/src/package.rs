@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::backend::BizKey;
+pub use crate::url_policy::UrlRule;
+use crate::url_policy::{self, Refusal};
 
 /// A fetched and validated Ark biz package, stored under the agent's work directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +66,22 @@ pub enum PackageError {
     /// Refused by the configured allow-lists.
     #[error("bizUrl {0} is not allowed by this agent's allow-list")]
     NotAllowed(String),
+    /// A redirect hop refused: outside the allow-list, https to http, or a private address.
+    #[error("bizUrl {url} was refused: {reason}")]
+    Refused {
+        /// The URL asked for.
+        url: String,
+        /// Which rule refused it, naming the hop.
+        reason: String,
+    },
+    /// An `--allow-url-prefix` entry that is not a usable rule (found at start-up).
+    #[error("invalid --allow-url-prefix {rule:?}: {reason}")]
+    BadAllowRule {
+        /// The entry.
+        rule: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Local file missing, or HTTP 404/410.
     #[error("package not found: {0}")]
     NotFound(String),
@@ -150,7 +168,9 @@ impl PackageError {
             PackageError::NoProtocol(_)
             | PackageError::BadUrl { .. }
             | PackageError::UnsupportedScheme { .. } => ErrorCode::DecodeUrlFailed,
-            PackageError::NotAllowed(_) => ErrorCode::InvalidParameter,
+            PackageError::NotAllowed(_)
+            | PackageError::Refused { .. }
+            | PackageError::BadAllowRule { .. } => ErrorCode::InvalidParameter,
             PackageError::NotFound(_)
             | PackageError::HttpStatus { .. }
             | PackageError::Unreachable { .. } => ErrorCode::PullBizError,
@@ -188,10 +208,13 @@ pub struct FetchConfig {
     pub read_timeout: Duration,
     /// Largest accepted package.
     pub max_bytes: u64,
-    /// Redirects followed (any scheme change http → https included).
+    /// Redirects followed (http → https included; https → http is always refused).
     pub max_redirects: usize,
-    /// If non-empty, `http(s)` URLs must start with one of these.
-    pub allowed_url_prefixes: Vec<String>,
+    /// If non-empty, every `http(s)` URL, and every redirect hop, must match one of these.
+    pub allowed_urls: Vec<UrlRule>,
+    /// Refuse `http(s)` hosts that are, or resolve to, loopback, link-local, private or other
+    /// non-public addresses (checked on the addresses actually connected to, after DNS).
+    pub deny_private_addresses: bool,
     /// If non-empty, `file` URLs must lie under one of these directories.
     pub allowed_file_dirs: Vec<PathBuf>,
 }
@@ -205,7 +228,8 @@ impl FetchConfig {
             read_timeout: Duration::from_secs(60),
             max_bytes: 1 << 30,
             max_redirects: 10,
-            allowed_url_prefixes: Vec::new(),
+            allowed_urls: Vec::new(),
+            deny_private_addresses: false,
             allowed_file_dirs: Vec::new(),
         }
     }
@@ -259,13 +283,17 @@ pub fn resolve_url(raw: &str, cfg: &FetchConfig) -> Result<Source, PackageError>
             Ok(Source::File(clean))
         }
         "http" | "https" => {
-            if !cfg.allowed_url_prefixes.is_empty()
-                && !cfg
-                    .allowed_url_prefixes
-                    .iter()
-                    .any(|p| raw.starts_with(p.as_str()))
+            if let Err(refusal) =
+                url_policy::check_url(&url, &cfg.allowed_urls, cfg.deny_private_addresses)
             {
-                return Err(PackageError::NotAllowed(raw.to_owned()));
+                tracing::warn!(url = raw, reason = %refusal, "bizUrl refused");
+                return Err(match refusal {
+                    Refusal::NotAllowed => PackageError::NotAllowed(raw.to_owned()),
+                    other => PackageError::Refused {
+                        url: raw.to_owned(),
+                        reason: other.to_string(),
+                    },
+                });
             }
             Ok(Source::Http(raw.to_owned()))
         }
@@ -426,15 +454,42 @@ impl PackageStore {
     pub fn new(cfg: FetchConfig) -> Result<Self, PackageError> {
         std::fs::create_dir_all(&cfg.dir)
             .map_err(|e| PackageError::io(format!("create {}", cfg.dir.display()), e))?;
-        let client = reqwest::Client::builder()
+        let (rules, deny_private, max) = (
+            cfg.allowed_urls.clone(),
+            cfg.deny_private_addresses,
+            cfg.max_redirects,
+        );
+        // Every hop is checked like the first URL: an allowed host must not be able to send
+        // the agent to a metadata service or an internal address.
+        let policy = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > max {
+                return attempt.error(format!("too many redirects (more than {max})"));
+            }
+            let from = attempt.previous().last().cloned();
+            let checked = match &from {
+                Some(from) => url_policy::check_redirect(from, attempt.url(), &rules, deny_private),
+                None => url_policy::check_url(attempt.url(), &rules, deny_private),
+            };
+            match checked {
+                Ok(()) => attempt.follow(),
+                Err(refusal) => attempt.error(refusal),
+            }
+        });
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
             .read_timeout(cfg.read_timeout)
-            .redirect(reqwest::redirect::Policy::limited(cfg.max_redirects))
-            .build()
-            .map_err(|e| PackageError::Io {
-                context: "building the HTTP client".into(),
-                source: std::io::Error::other(e),
-            })?;
+            .redirect(policy);
+        if cfg.deny_private_addresses {
+            // Through a proxy the proxy resolves the package host, out of the resolver's
+            // sight, so the check could not hold: connect directly.
+            builder = builder
+                .dns_resolver(url_policy::PublicOnlyResolver)
+                .no_proxy();
+        }
+        let client = builder.build().map_err(|e| PackageError::Io {
+            context: "building the HTTP client".into(),
+            source: std::io::Error::other(e),
+        })?;
         Ok(PackageStore { cfg, client })
     }
 
@@ -522,6 +577,12 @@ impl PackageStore {
 
     async fn download(&self, url: &str, file: &std::fs::File) -> Result<(), PackageError> {
         let classify = |e: reqwest::Error| {
+            if let Some(refusal) = url_policy::find_refusal(&e) {
+                return PackageError::Refused {
+                    url: url.into(),
+                    reason: refusal.to_string(),
+                };
+            }
             if e.is_timeout() {
                 PackageError::Timeout {
                     url: url.into(),
@@ -652,7 +713,7 @@ mod tests {
         ));
         let mut strict = cfg();
         strict.allowed_file_dirs = vec!["/opt/biz".into()];
-        strict.allowed_url_prefixes = vec!["https://repo.example/".into()];
+        strict.allowed_urls = vec![UrlRule::parse("https://repo.example/").unwrap()];
         assert!(resolve_url("file:///opt/biz/a.jar", &strict).is_ok());
         assert!(matches!(
             resolve_url("file:///opt/biz/../../etc/passwd", &strict),

@@ -377,6 +377,11 @@ impl<B: RuntimeBackend> CommandService<B> {
         if let Err(m) = validate_install(&req, true) {
             return Outcome::invalid(m);
         }
+        if let Some(envs) = &req.envs
+            && let Err(e) = engine::check_envs(envs, self.engine.config().allow_jvm_option_envs)
+        {
+            return Outcome::invalid(e.to_string());
+        }
         // Without name/version the identity comes from the package, fetched once here and
         // reused for the install (upstream fetches up to three times).
         let mut prefetched = None;
@@ -572,6 +577,11 @@ impl<B: RuntimeBackend> CommandService<B> {
         for item in &items {
             if let Err(m) = validate_install(item, false) {
                 return Outcome::invalid(m);
+            }
+            if let Some(envs) = &item.envs
+                && let Err(e) = engine::check_envs(envs, self.engine.config().allow_jvm_option_envs)
+            {
+                return Outcome::invalid(e.to_string());
             }
         }
         let lock = engine::lock_key(req.biz_name.as_deref(), req.biz_version.as_deref());

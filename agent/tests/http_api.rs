@@ -945,3 +945,48 @@ async fn readiness_follows_modules_and_the_base_jvm() {
     );
     h.shutdown().await;
 }
+
+/// Install `envs` that make the module JVM load code on its own (`JAVA_TOOL_OPTIONS`,
+/// `JDK_JAVA_OPTIONS`, `_JAVA_OPTIONS`, `LD_*`) are refused before anything is fetched,
+/// with a message naming the variable and the flag; `--allow-jvm-option-envs` accepts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_loading_envs_are_refused_unless_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let jars = tmp.path().join("jars");
+    std::fs::create_dir_all(&jars).unwrap();
+    let url = jar(&jars, "biz-env", "1.0.0", &[Behaviour::StayUp]);
+    let mut h = start_agent(&tmp.path().join("work"), &[]).await;
+    for name in [
+        "JAVA_TOOL_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+        "_JAVA_OPTIONS",
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+    ] {
+        let mut body = install_body("biz-env", "1.0.0", &url);
+        body["envs"] = json!({ name: "-javaagent:/tmp/evil.jar", "harmless": "x" });
+        let v = h.call("installBiz", body).await;
+        assert_eq!(v["code"], "CMD_PROCESS_INTERNAL_ERROR", "{name}: {v}");
+        let msg = v["message"].as_str().unwrap();
+        assert!(
+            msg.starts_with("Internal Error: ")
+                && msg.contains(name)
+                && msg.contains("--allow-jvm-option-envs"),
+            "{name}: {msg}"
+        );
+    }
+    let batch = json!({"bizList": [{"bizName": "biz-env", "bizVersion": "1.0.0", "bizUrl": url,
+        "envs": {"_JAVA_OPTIONS": "-Xbootclasspath/a:/tmp/evil.jar"}}]});
+    let v = h.call("batchInstallBiz", batch).await;
+    assert_eq!(v["code"], "CMD_PROCESS_INTERNAL_ERROR", "{v}");
+    assert!(h.list().await.is_empty());
+    assert_eq!(jar_count(&h.packages_dir()), 0, "nothing fetched");
+    h.shutdown().await;
+
+    let mut h = start_agent(&tmp.path().join("work2"), &["--allow-jvm-option-envs"]).await;
+    let mut body = install_body("biz-env", "1.0.0", &url);
+    body["envs"] = json!({"JDK_JAVA_OPTIONS": "-Dkoupleless.test=1"});
+    let v = h.call("installBiz", body).await;
+    assert_eq!(v["code"], "SUCCESS", "{v}");
+    h.shutdown().await;
+}

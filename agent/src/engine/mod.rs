@@ -50,6 +50,45 @@ pub struct EngineConfig {
     pub retention: Retention,
     /// Where installed modules are remembered; `None` disables persistence.
     pub state_file: Option<PathBuf>,
+    /// Accept install `envs` that make the JVM or the dynamic loader load code
+    /// ([`is_code_loading_env`]). Default: refuse them.
+    pub allow_jvm_option_envs: bool,
+}
+
+/// Environment variables the JVM reads options from (`-javaagent:`, `-agentpath:`, `-cp` …).
+pub const JVM_OPTION_ENVS: [&str; 3] = ["JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "_JAVA_OPTIONS"];
+
+/// Whether an environment variable can make a module's JVM load code that no package
+/// allow-list saw: the JVM option variables, and `LD_*` (`LD_PRELOAD`, `LD_LIBRARY_PATH`, …)
+/// for the dynamic loader.
+pub fn is_code_loading_env(name: &str) -> bool {
+    JVM_OPTION_ENVS.contains(&name) || name.starts_with("LD_")
+}
+
+/// `envs` that name code-loading variables, refused (`--allow-jvm-option-envs` is off).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "envs {0:?} are refused: they make the module JVM or the dynamic loader load code that \
+     the package allow-list never saw (start the agent with --allow-jvm-option-envs to accept \
+     them)"
+)]
+pub struct RefusedEnvs(pub Vec<String>);
+
+/// Refuses `envs` with code-loading variables unless `allow` (`--allow-jvm-option-envs`).
+pub fn check_envs(envs: &BTreeMap<String, String>, allow: bool) -> Result<(), RefusedEnvs> {
+    if allow {
+        return Ok(());
+    }
+    let names: Vec<String> = envs
+        .keys()
+        .filter(|k| is_code_loading_env(k))
+        .cloned()
+        .collect();
+    if names.is_empty() {
+        Ok(())
+    } else {
+        Err(RefusedEnvs(names))
+    }
 }
 
 /// Reads the base JVM's used metaspace in bytes (for `elapsedSpace`), if known.
@@ -173,6 +212,9 @@ pub enum InstallError {
     /// Fetching or validating the package failed.
     #[error(transparent)]
     Package(#[from] PackageError),
+    /// `envs` name variables that load code into the JVM, and the agent does not allow them.
+    #[error(transparent)]
+    RefusedEnvs(#[from] RefusedEnvs),
     /// The backend could not start it.
     #[error("install of {key} failed: {source}")]
     Start {
@@ -188,6 +230,7 @@ impl InstallError {
     pub fn error_code(&self) -> ErrorCode {
         match self {
             InstallError::Repeat(_) => ErrorCode::InstallBizFailed,
+            InstallError::RefusedEnvs(_) => ErrorCode::InvalidParameter,
             InstallError::Package(e) => e.error_code(),
             InstallError::Start { source, .. } => backend_error_code(source, true),
         }
@@ -453,6 +496,12 @@ impl<B: RuntimeBackend> Engine<B> {
     ) -> Result<Installed, InstallError> {
         let begin = Instant::now();
         let started_at = chrono::Local::now().format("%H:%M:%S,%3f").to_string();
+        // The service refuses these before fetching; checked again here because every path
+        // that starts a module (restore included) passes through this function.
+        if let Err(e) = check_envs(&envs, self.shared.cfg.allow_jvm_option_envs) {
+            self.shared.store.remove(&pkg);
+            return Err(e.into());
+        }
         if let Err(key) = self.register(&pkg, &args, &envs) {
             self.shared.store.remove(&pkg);
             return Err(InstallError::Repeat(key));
