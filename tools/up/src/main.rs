@@ -40,6 +40,8 @@ const DEFAULT_DIR: &str = "/tmp/koupleless-up";
 const BASE_NAME: &str = "demo-base";
 /// The env of the vnodes (Node name suffix, MQTT topic prefix).
 const ENV: &str = "dev";
+/// The file that marks a directory as this launcher's, so a restart may empty it.
+const MARKER: &str = ".koupleless-up";
 /// How long a component may take to stop cleanly before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
 /// How long the whole start may take before the launcher gives up.
@@ -181,8 +183,25 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
         }
     }
     if dir.exists() {
+        // Only ever empty a directory this launcher made (or an empty one): `--dir` could
+        // name a directory with someone's files in it.
+        let empty = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .next()
+            .is_none();
+        if !empty && !dir.join(MARKER).exists() {
+            bail!(
+                "{} has files that scripts/up did not write; name an empty or new directory with --dir",
+                dir.display()
+            );
+        }
         std::fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))?;
     }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(
+        dir.join(MARKER),
+        "work directory of scripts/up (koupleless-up): emptied at every start\n",
+    )?;
     for sub in ["logs", "modules", "bases", "classes"] {
         std::fs::create_dir_all(dir.join(sub))
             .with_context(|| format!("creating {}", dir.join(sub).display()))?;
@@ -651,4 +670,28 @@ async fn run_broker(port_file: &Path) -> anyhow::Result<()> {
     println!("embedded MQTT broker stopping");
     tokio::task::spawn_blocking(move || drop(broker)).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepare_dir_empties_only_its_own_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let foreign = tmp.path().join("foreign");
+        std::fs::create_dir_all(&foreign).unwrap();
+        std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
+        let err = prepare_dir(&foreign).unwrap_err().to_string();
+        assert!(err.contains("did not write"), "{err}");
+        assert!(foreign.join("notes.txt").exists(), "left alone");
+
+        let ours = tmp.path().join("ours");
+        prepare_dir(&ours).unwrap();
+        assert!(ours.join(MARKER).exists() && ours.join("logs").is_dir());
+        std::fs::write(ours.join("logs/old.log"), "old run").unwrap();
+        prepare_dir(&ours).unwrap();
+        assert!(!ours.join("logs/old.log").exists(), "emptied at start");
+        assert!(ours.join("modules").is_dir() && ours.join("bases").is_dir());
+    }
 }

@@ -208,6 +208,17 @@ fn up_runs_the_walk_through_and_stops_clean() {
     let mut nodes = ready_nodes();
     nodes.sort();
     assert_eq!(nodes, ["vnode.base-1.dev", "vnode.base-2.dev"]);
+    let status = Command::new(&exe)
+        .env_remove("KOUPLELESS_UP_DIR")
+        .arg("--status")
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert_eq!(status.matches(" running ").count(), 7, "{status}");
+    assert!(
+        status.contains("node vnode.base-1.dev") && status.contains("Ready=True"),
+        "{status}"
+    );
     let state: Value =
         serde_json::from_slice(&std::fs::read(Path::new(DIR).join("state.json")).unwrap()).unwrap();
 
