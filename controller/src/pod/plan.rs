@@ -177,6 +177,10 @@ pub enum Observed {
     Gone,
     /// Terminating Pod: the module is off the base (or stays for a newer Pod).
     Uninstalled,
+    /// Not known yet: no complete list since this replica started or took the base over,
+    /// so the container keeps what it shows (a restart or a takeover must not turn a
+    /// Running module back to Installing).
+    Unknown,
 }
 
 /// One container of a Pod in the plan.
@@ -237,6 +241,9 @@ struct Tracked {
     gone: bool,
     /// An uninstall the base refused: not asked again.
     gave_up: bool,
+    /// When this controller last sent its install, epoch ms: tells which of two Pods
+    /// created within the same second (creation times have seconds only) came last.
+    installed_ms: Option<i64>,
 }
 
 impl Tracked {
@@ -252,6 +259,7 @@ impl Tracked {
             failure: None,
             gone: false,
             gave_up: false,
+            installed_ms: None,
         }
     }
 }
@@ -363,7 +371,10 @@ pub fn plan(
         if let Some(w) = wake {
             out.wake_at_ms = earliest(out.wake_at_ms, w);
         }
-        observed.insert(key.clone(), with_superseded(obs, base.records, &created));
+        observed.insert(
+            key.clone(),
+            with_superseded(obs, base.records, &created, &mem.modules),
+        );
     }
 
     let mut done: BTreeSet<String> = BTreeSet::new();
@@ -467,6 +478,7 @@ fn with_superseded(
     obs: Observed,
     records: &BTreeMap<String, BizRecord>,
     created: &BTreeMap<String, i64>,
+    tracked: &BTreeMap<String, Tracked>,
 ) -> Observed {
     match obs {
         Observed::Reported {
@@ -483,8 +495,13 @@ fn with_superseded(
                     superseded_by: None,
                 };
             };
-            let ours = created.get(&record.key());
-            let theirs = created.get(&active.key());
+            // Newer: created later, or in the same second and installed later.
+            let age = |key: &str| {
+                let sent = tracked.get(key).and_then(|t| t.installed_ms);
+                created.get(key).map(|c| (*c, sent.unwrap_or(i64::MIN)))
+            };
+            let ours = age(&record.key());
+            let theirs = age(&active.key());
             match (ours, theirs) {
                 (Some(o), Some(t)) if o > t => Observed::NotActivated {
                     active: active.version.clone(),
@@ -509,6 +526,7 @@ fn send_install(
 ) -> Action {
     t.spec = spec.clone();
     t.ours = true;
+    t.installed_ms = Some(now_ms);
     t.attempts += 1;
     t.pending = Some(Pending {
         op: Op::Install,
@@ -634,6 +652,11 @@ fn want(
         }
         _ => {
             // Absent, stopped or unknown.
+            if base.lists == 0 && t.seen_list.is_none() && t.failure.is_none() && !t.gone {
+                // Absent from what little the base said so far: no complete list yet, so
+                // nothing is installed (see `retry_install`) and nothing is claimed.
+                return (None, Observed::Unknown, None);
+            }
             if t.seen_list.is_some() && !t.gone {
                 let stopped = rec.is_some_and(|r| r.state == BizState::Stopped);
                 let confirmed = stopped || t.seen_list.is_some_and(|n| base.lists >= n + 2);
@@ -1012,7 +1035,8 @@ mod tests {
         let pods = [pod("a", 1, false, &[spec("biz1", "1", "https://r/1.jar")])];
         let p = w.plan(&pods, 0);
         assert!(p.actions.is_empty());
-        assert_eq!(obs(&p, "a"), [Observed::Installing { unreachable: false }]);
+        // Not claimed Installing either: a restarted replica's Running Pod stays Running.
+        assert_eq!(obs(&p, "a"), [Observed::Unknown]);
         // The list shows it installed: adopted, not installed again.
         w.list(vec![rec("biz1", "1", BizState::Activated, 1)]);
         let p = w.plan(&pods, 1);
@@ -1025,6 +1049,19 @@ mod tests {
         assert!(w.plan(&gone, 0).actions.is_empty());
         w.list(vec![rec("biz1", "1", BizState::Activated, 1)]);
         assert_eq!(uninstalls(&w.plan(&gone, 1)), ["biz1:1"]);
+    }
+
+    #[test]
+    fn the_first_list_settles_unknown_modules() {
+        let mut w = World::new();
+        w.lists = 0;
+        let pods = [pod("a", 1, false, &[spec("biz1", "1", "https://r/1.jar")])];
+        assert_eq!(obs(&w.plan(&pods, 0), "a"), [Observed::Unknown]);
+        // The first list lacks it: now it is installed, and the Pod says so.
+        w.list(vec![]);
+        let p = w.plan(&pods, 1);
+        assert_eq!(installs(&p), ["biz1:1@https://r/1.jar"]);
+        assert_eq!(obs(&p, "a"), [Observed::Installing { unreachable: false }]);
     }
 
     #[test]
@@ -1197,6 +1234,34 @@ mod tests {
         let p = w.plan(&[v1, v2], 7);
         assert!(matches!(&obs(&p, "b")[0], Observed::NotActivated { active, .. } if active == "1"));
         assert!(matches!(&obs(&p, "a")[0], Observed::Reported { .. }));
+    }
+
+    #[test]
+    fn same_second_pods_are_ordered_by_install() {
+        // Creation times have seconds only: two Pods of one second are told apart by which
+        // module this controller installed last.
+        let mut w = World::new();
+        let v1 = pod("a", 1_000, false, &[spec("biz1", "1", "https://r/1.jar")]);
+        let v2 = pod("b", 1_000, false, &[spec("biz1", "2", "https://r/2.jar")]);
+        assert_eq!(installs(&w.plan(std::slice::from_ref(&v1), 10)).len(), 1);
+        w.list(vec![rec("biz1", "1", BizState::Activated, 11)]);
+        let both = [v1.clone(), v2.clone()];
+        assert_eq!(installs(&w.plan(&both, 12)).len(), 1);
+        w.list(vec![
+            rec("biz1", "1", BizState::Activated, 11),
+            rec("biz1", "2", BizState::Deactivated, 13),
+        ]);
+        let p = w.plan(&both, 14);
+        assert!(matches!(&obs(&p, "b")[0], Observed::NotActivated { active, .. } if active == "1"));
+        // The base activated the later install instead: version 1 was superseded.
+        w.list(vec![
+            rec("biz1", "1", BizState::Deactivated, 15),
+            rec("biz1", "2", BizState::Activated, 15),
+        ]);
+        let p = w.plan(&both, 16);
+        assert!(
+            matches!(&obs(&p, "a")[0], Observed::Reported { superseded_by: Some(v), .. } if v == "2")
+        );
     }
 
     #[test]

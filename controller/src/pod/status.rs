@@ -163,6 +163,26 @@ fn container_status(
             ),
             false,
         ),
+        (Ok(m), Some(Observed::Unknown)) => {
+            if let Some(o) = old.filter(|o| o.state.is_some()) {
+                // Nothing new is known: the container shows what it showed.
+                return ContainerStatus {
+                    image: image.to_owned(),
+                    ..o.clone()
+                };
+            }
+            (
+                waiting(
+                    "Installing",
+                    format!(
+                        "waiting for the module list of base {} before installing {}",
+                        cx.base,
+                        m.key()
+                    ),
+                ),
+                false,
+            )
+        }
         (Ok(_), Some(Observed::Failed { reason, message })) => (
             waiting("InstallFailed", record_text(reason, message)),
             false,
@@ -345,6 +365,14 @@ pub fn pod_status(pod: &Pod, containers: &[ContainerView], cx: &StatusContext<'_
         start_time: Some(start),
         ..PodStatus::default()
     }
+}
+
+/// Whether a status says the Pod is Ready.
+pub fn is_ready(s: &PodStatus) -> bool {
+    s.conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// The fields of `s` this controller owns, as JSON, for comparison and patching.
@@ -836,6 +864,37 @@ mod tests {
         );
         let p3 = applied(&p2, &s3);
         assert_eq!(status_patch(&p3, &pod_status(&p3, &run, &cx(400))), None);
+    }
+
+    #[test]
+    fn unknown_keeps_what_the_pod_shows() {
+        let unknown = [ContainerView {
+            name: "biz1".into(),
+            installed: None,
+            spec: Ok(spec("biz1")),
+            observed: Some(Observed::Unknown),
+        }];
+        // A new Pod: waiting for the base's list.
+        let p0 = pod(json!({}));
+        let s0 = pod_status(&p0, &unknown, &cx(100));
+        let c0 = &s0.container_statuses.as_ref().unwrap()[0];
+        assert_eq!(
+            c0.state
+                .as_ref()
+                .unwrap()
+                .waiting
+                .as_ref()
+                .unwrap()
+                .reason
+                .as_deref(),
+            Some("Installing")
+        );
+        // A Running Pod after a restart or takeover: nothing to write.
+        let run = [reported("biz1", BizState::Activated)];
+        let p1 = applied(&p0, &pod_status(&p0, &run, &cx(200)));
+        let s1 = pod_status(&p1, &unknown, &cx(300));
+        assert_eq!(status_patch(&p1, &s1), None);
+        assert_eq!(cond(&s1, "Ready").status, "True");
     }
 
     #[test]

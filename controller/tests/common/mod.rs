@@ -29,6 +29,8 @@ use kube::Api;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 
+pub mod modbase;
+
 pub const ENV: &str = "suite";
 
 /// Polls an async condition every 25 ms until it holds or `timeout` passes.
