@@ -23,6 +23,9 @@ use serde_json::Value;
 const DIR: &str = "/tmp/koupleless-up";
 const T: Duration = Duration::from_secs(90);
 
+/// The tests share the work directory the sample Deployment names, so they run one at a time.
+static ONE_STACK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -150,8 +153,8 @@ fn addresses(state: &Value) -> Vec<SocketAddr> {
     out
 }
 
-#[test]
-fn up_runs_the_walk_through_and_stops_clean() {
+/// The launcher binary, after checking the component binaries are built beside it.
+fn launcher_exe() -> PathBuf {
     assert!(java_available(), "this test needs java, javac and jar");
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_koupleless-up"));
     let bins = exe.parent().unwrap();
@@ -166,22 +169,25 @@ fn up_runs_the_walk_through_and_stops_clean() {
              koupleless-controller -p koupleless-kube-apiserver"
         );
     }
-    let out_dir = tempfile::tempdir().unwrap();
-    let out = out_dir.path().join("up.out");
+    exe
+}
+
+/// Starts the launcher with `args`, its output in `out_dir`, and waits until it says it is up.
+fn start_launcher(exe: &Path, out_dir: &Path, args: &[&str]) -> Launcher {
+    let out = out_dir.join("up.out");
     let mut launcher = Launcher(
-        Command::new(&exe)
+        Command::new(exe)
             .env_remove("KOUPLELESS_UP_DIR")
             .arg("--repo")
             .arg(repo())
+            .args(args)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(out_dir.path().join("up.err")).unwrap())
+            .stderr(std::fs::File::create(out_dir.join("up.err")).unwrap())
             .spawn()
             .unwrap(),
     );
     let printed = || std::fs::read_to_string(&out).unwrap_or_default();
-
-    // Up: the kubeconfig, then both vnodes Ready as kubectl sees them.
     let up = wait_for(Duration::from_secs(180), || {
         printed().contains("Koupleless is up") || matches!(launcher.0.try_wait(), Ok(Some(_)))
     });
@@ -189,8 +195,33 @@ fn up_runs_the_walk_through_and_stops_clean() {
         up && printed().contains("Koupleless is up"),
         "the launcher did not come up:\n{}\n{}",
         printed(),
-        std::fs::read_to_string(out_dir.path().join("up.err")).unwrap_or_default()
+        std::fs::read_to_string(out_dir.join("up.err")).unwrap_or_default()
     );
+    launcher
+}
+
+fn state() -> Value {
+    serde_json::from_slice(&std::fs::read(Path::new(DIR).join("state.json")).unwrap()).unwrap()
+}
+
+fn pids(state: &Value) -> Vec<u32> {
+    state["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["pid"].as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[test]
+fn up_runs_the_walk_through_and_stops_clean() {
+    let _one = ONE_STACK.lock().unwrap_or_else(|e| e.into_inner());
+    let exe = launcher_exe();
+    let out_dir = tempfile::tempdir().unwrap();
+    let mut launcher = start_launcher(&exe, out_dir.path(), &[]);
+    let printed = || std::fs::read_to_string(out_dir.path().join("up.out")).unwrap_or_default();
+
+    // Up: the commands to try and the kubeconfig, then both vnodes Ready as kubectl sees them.
     for line in [
         &format!("export KUBECONFIG={DIR}/kubeconfig"),
         "kubectl get nodes",
@@ -219,8 +250,7 @@ fn up_runs_the_walk_through_and_stops_clean() {
         status.contains("node vnode.base-1.dev") && status.contains("Ready=True"),
         "{status}"
     );
-    let state: Value =
-        serde_json::from_slice(&std::fs::read(Path::new(DIR).join("state.json")).unwrap()).unwrap();
+    let state = state();
 
     // The sample Deployment, unchanged: one Pod Running/Ready, one module JVM.
     let yaml = repo().join("deploy/modules/hello-module.yaml");
@@ -269,12 +299,7 @@ fn up_runs_the_walk_through_and_stops_clean() {
     assert!(modules.iter().all(|&p| !alive(p)));
 
     // Stop: SIGTERM, a clean exit, and nothing left running or listening.
-    let pids: Vec<u32> = state["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["pid"].as_u64().unwrap() as u32)
-        .collect();
+    let pids = pids(&state);
     assert_eq!(
         pids.len(),
         7,
@@ -310,4 +335,49 @@ fn up_runs_the_walk_through_and_stops_clean() {
     }
     assert!(module_jvms().is_empty());
     assert!(!Path::new(DIR).join("state.json").exists());
+}
+
+/// A launcher killed with SIGKILL cannot stop its stack; the next start kills what it left
+/// (the processes its state file names, checked to be this stack's) before starting anew.
+#[test]
+fn the_next_start_cleans_up_after_a_killed_launcher() {
+    let _one = ONE_STACK.lock().unwrap_or_else(|e| e.into_inner());
+    let exe = launcher_exe();
+    let first_out = tempfile::tempdir().unwrap();
+    let mut first = start_launcher(&exe, first_out.path(), &["--bases", "1"]);
+    let orphans = pids(&state());
+    assert_eq!(
+        orphans.len(),
+        5,
+        "API server, broker, controller, base, agent"
+    );
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    assert!(
+        orphans.iter().all(|&p| alive(p)),
+        "SIGKILL reaches only the launcher"
+    );
+
+    let second_out = tempfile::tempdir().unwrap();
+    let mut second = start_launcher(&exe, second_out.path(), &["--bases", "1"]);
+    let printed = std::fs::read_to_string(second_out.path().join("up.out")).unwrap();
+    assert!(
+        printed.contains("killed what a previous run left"),
+        "{printed}"
+    );
+    for p in &orphans {
+        assert!(
+            !alive(*p),
+            "pid {p} ({}) still runs",
+            cmdline(&p.to_string())
+        );
+    }
+    let fresh = pids(&state());
+    assert!(fresh.iter().all(|p| !orphans.contains(p)));
+    kill(Pid::from_raw(second.0.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(wait_for(Duration::from_secs(60), || matches!(
+        second.0.try_wait(),
+        Ok(Some(_))
+    )));
+    assert!(fresh.iter().all(|&p| !alive(p)));
 }
