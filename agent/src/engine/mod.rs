@@ -300,6 +300,7 @@ struct Shared<B> {
     metaspace: MetaspaceProbe,
     tasks: TaskTracker,
     worker_seq: AtomicU64,
+    writer: Option<persist::Writer>,
 }
 
 /// The lifecycle engine. Cheap to clone.
@@ -341,6 +342,13 @@ impl<B: RuntimeBackend> Engine<B> {
         metaspace: MetaspaceProbe,
     ) -> Self {
         let retention = cfg.retention;
+        let writer = cfg.state_file.clone().and_then(|path| {
+            persist::Writer::start(path)
+                .inspect_err(|e| {
+                    tracing::error!(error = %e, "cannot start the state file writer; installed modules will not be remembered");
+                })
+                .ok()
+        });
         Engine {
             shared: Arc::new(Shared {
                 backend,
@@ -354,6 +362,7 @@ impl<B: RuntimeBackend> Engine<B> {
                 metaspace,
                 tasks: TaskTracker::new(),
                 worker_seq: AtomicU64::new(0),
+                writer,
             }),
         }
     }
@@ -536,7 +545,7 @@ impl<B: RuntimeBackend> Engine<B> {
                     Self::apply(&mut st, t);
                     st.modules.get(&key).map(Module::model)
                 };
-                self.persist();
+                self.persist().await;
                 let model = model.unwrap_or_else(|| broken_model(&key.name, &key.version));
                 tracing::info!(biz = %key, state = ?model.biz_state, "module installed");
                 Ok(Installed {
@@ -595,7 +604,7 @@ impl<B: RuntimeBackend> Engine<B> {
                 if let Some(pkg) = removed.and_then(|m| m.package) {
                     self.shared.store.remove(&pkg);
                 }
-                self.persist();
+                self.persist().await;
                 UninstallOutcome::Removed
             }
             Err(e) => {
@@ -632,7 +641,7 @@ impl<B: RuntimeBackend> Engine<B> {
             return SwitchOutcome::Failed(e.to_string());
         }
         Self::apply(&mut self.state(), transitions);
-        self.persist();
+        self.persist().await;
         SwitchOutcome::Activated
     }
 
@@ -704,13 +713,18 @@ impl<B: RuntimeBackend> Engine<B> {
         }
     }
 
-    fn persist(&self) {
-        let Some(path) = &self.shared.cfg.state_file else {
+    /// Records the current module table in the state file and waits until it is on disk, so
+    /// a reply sent afterwards is never ahead of what a restart restores. The snapshot is
+    /// taken and queued under the state lock, which orders concurrent callers; the one writer
+    /// thread writes them in that order.
+    async fn persist(&self) {
+        let Some(writer) = &self.shared.writer else {
             return;
         };
-        let modules = {
+        let seq = {
             let st = self.state();
-            st.modules
+            let modules = st
+                .modules
                 .values()
                 .filter(|m| {
                     !m.external && matches!(m.state, BizState::Activated | BizState::Deactivated)
@@ -726,17 +740,13 @@ impl<B: RuntimeBackend> Engine<B> {
                         active: m.state == BizState::Activated,
                     })
                 })
-                .collect()
-        };
-        if let Err(e) = persist::save(
-            path,
-            &StateFile {
+                .collect();
+            writer.submit(StateFile {
                 version: 1,
                 modules,
-            },
-        ) {
-            tracing::error!(file = %path.display(), error = %e, "cannot write the state file");
-        }
+            })
+        };
+        writer.written(seq).await;
     }
 
     /// Stops everything: waits for async operations, then stops the backend's modules.
