@@ -352,6 +352,12 @@ fn assert_running_status(p: &Pod, base: &str) {
         assert_eq!(s.restart_count, 0, "{name}/{} restarts", c.name);
         assert_eq!(s.image, c.image.clone().unwrap(), "{name}/{} image", c.name);
         assert_eq!(
+            s.image_id, s.image,
+            "{name}/{} imageID: the installed package",
+            c.name
+        );
+        assert!(s.last_state.is_none(), "{name}/{} never stopped", c.name);
+        assert_eq!(
             s.container_id.as_deref(),
             Some(format!("koupleless://{base}/{}:{version}", c.name).as_str()),
             "{name}/{} containerID",
@@ -684,10 +690,20 @@ async fn samples(tunnel: Tunnel) {
             .is_some_and(|p| !is_ready(&p) && waiting_reasons(&p) == ["Superseded"])
     })
     .await;
+    let old = w.pod("test-single-module-biz1").await;
+    assert!(superseded, "version 1 superseded: {old:#?}");
+    let message = old
+        .as_ref()
+        .and_then(|p| {
+            p.status.as_ref()?.container_statuses.as_ref()?[0]
+                .state
+                .clone()
+        })
+        .and_then(|s| s.waiting?.message)
+        .unwrap_or_default();
     assert!(
-        superseded,
-        "version 1 superseded: {:#?}",
-        w.pod("test-single-module-biz1").await
+        message.contains("biz1:0.0.2-SNAPSHOT is the active version"),
+        "{message}"
     );
     assert!(
         b1.states()
