@@ -102,6 +102,20 @@ where
     }
 }
 
+/// A client for the scenario's server that does not retry 429/503/504.
+/// kube-rs retries those by default (up to 15 times, backing off towards
+/// minutes), which is right for a controller but turns a scenario that
+/// expects a 429 (a refused eviction) into a minutes-long wait.
+pub async fn no_retry_client(ctx: &Ctx) -> kube::Client {
+    koupleless_kube_apiserver::install_crypto_provider();
+    let kc = kube::config::Kubeconfig::read_from(&ctx.kubeconfig).expect("read kubeconfig");
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("kubeconfig is usable");
+    cfg.default_retry = false;
+    kube::Client::try_from(cfg).expect("build client")
+}
+
 /// Deserializes JSON into a typed object.
 pub fn obj<K: DeserializeOwned>(v: Value) -> K {
     serde_json::from_value(v).expect("valid object JSON")

@@ -675,7 +675,8 @@ pub async fn eviction_respects_budgets(ctx: Ctx) {
         );
         return;
     }
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.ns);
+    // a refused eviction is a 429, which kube-rs would retry for minutes
+    let pods: Api<Pod> = Api::namespaced(no_retry_client(&ctx).await, &ctx.ns);
     for name in ["bw-1", "bw-2"] {
         pods.create(
             &PostParams::default(),
