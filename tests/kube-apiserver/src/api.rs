@@ -35,6 +35,8 @@ pub struct Settings {
     /// How long a request for a resourceVersion newer than the store's
     /// waits before answering 504 "Too large resource version".
     pub too_large_wait: Duration,
+    /// The DefaultTolerationSeconds admission plugin's settings.
+    pub default_toleration_seconds: crate::admission::DefaultTolerationSeconds,
 }
 
 impl Default for Settings {
@@ -43,6 +45,7 @@ impl Default for Settings {
             bookmark_interval: Duration::from_secs(60),
             default_watch_timeout: Duration::from_secs(1800),
             too_large_wait: Duration::from_secs(3),
+            default_toleration_seconds: Default::default(),
         }
     }
 }
@@ -1216,6 +1219,9 @@ struct WriteCtx {
     api_version: String,
     now: String,
     dry_run: bool,
+    /// Mutating admission for pods (applied after managedFields are
+    /// computed, so nobody owns what it adds, as upstream).
+    tolerations: crate::admission::DefaultTolerationSeconds,
 }
 
 impl WriteCtx {
@@ -1225,6 +1231,7 @@ impl WriteCtx {
             api_version: r.def.api_version(),
             now: now(),
             dry_run: r.dry_run()?,
+            tolerations: r.app.settings.default_toleration_seconds,
         })
     }
 }
@@ -1387,6 +1394,9 @@ fn do_create(
             &w.now,
         );
     }
+    if def.storage == Storage::Pods {
+        w.tolerations.admit(&mut obj);
+    }
     if w.dry_run {
         return Ok(obj);
     }
@@ -1414,6 +1424,11 @@ fn finish_update(
     // decoding applies defaults (and the v1 conversions) to every body
     kinds::apply_defaults(def, &mut new);
     kinds::isolate(def, sub, &mut new, old);
+    if def.storage == Storage::Pods && sub == Sub::Main {
+        // mutating admission runs before validation; what it re-adds is
+        // unchanged from `old`, so no manager takes it over
+        w.tolerations.admit(&mut new);
+    }
     {
         let nm = new["metadata"]
             .as_object_mut()
@@ -2558,6 +2573,7 @@ fn eviction(r: &Req<'_>) -> ApiResult<Response> {
                     api_version: def.api_version(),
                     now: now.clone(),
                     dry_run: o.dry_run,
+                    tolerations: r.app.settings.default_toleration_seconds,
                 };
                 finish_update(
                     &mut st,

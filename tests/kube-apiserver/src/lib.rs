@@ -174,8 +174,8 @@
 //! something plays those controllers, as [`cluster`] does; tests create
 //! pods themselves and set
 //! `spec.nodeName` or use the `binding` subresource), no admission
-//! plugins besides NamespaceLifecycle (no ServiceAccount token volumes, no
-//! default tolerations, no priority), no webhooks, no authentication or
+//! plugins besides NamespaceLifecycle and DefaultTolerationSeconds (see
+//! [`admission`]; no ServiceAccount token volumes, no priority), no webhooks, no authentication or
 //! authorization, no YAML responses, no CRDs, no OpenAPI schemas (`kubectl
 //! explain` fails), no `kubectl logs/exec/port-forward` (the pod
 //! subresources are 404). Kinds it does not store (StatefulSets, Jobs,
@@ -232,6 +232,7 @@
 //!     cargo test -p koupleless-kube-apiserver --test conformance
 //! ```
 
+pub mod admission;
 pub mod api;
 pub mod cluster;
 pub mod discovery;
@@ -281,6 +282,9 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// Watch timeout when the client sets none.
     pub default_watch_timeout: Duration,
+    /// The DefaultTolerationSeconds admission plugin (300 s for not-ready
+    /// and unreachable, as kube-apiserver's defaults).
+    pub default_toleration_seconds: admission::DefaultTolerationSeconds,
 }
 
 impl Default for Config {
@@ -290,6 +294,7 @@ impl Default for Config {
             history: 1000,
             bookmark_interval: Duration::from_secs(60),
             default_watch_timeout: Duration::from_secs(1800),
+            default_toleration_seconds: Default::default(),
         }
     }
 }
@@ -339,6 +344,7 @@ pub async fn serve(config: Config) -> Result<ApiServerHandle, Error> {
         settings: api::Settings {
             bookmark_interval: config.bookmark_interval,
             default_watch_timeout: config.default_watch_timeout,
+            default_toleration_seconds: config.default_toleration_seconds,
             ..Default::default()
         },
         address: addr.to_string(),

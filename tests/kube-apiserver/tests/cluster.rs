@@ -932,8 +932,50 @@ async fn node_lifecycle_taints_and_evicts() {
     ))
     .await;
     env.apply(&pod("briefly", "    - {key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 2}\n")).await;
-    env.apply(&pod("never", "")).await;
-    for n in ["forever", "briefly", "never"] {
+    // DefaultTolerationSeconds gives a Pod that says nothing 300 s; one
+    // that tolerates the taint for 0 s goes at once
+    env.apply(&pod("never", "    - {key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 0}\n")).await;
+    env.apply(&pod("defaulted", "")).await;
+    let defaulted = env.pods().get("defaulted").await.unwrap();
+    let added: Vec<_> = defaulted
+        .spec
+        .unwrap()
+        .tolerations
+        .unwrap()
+        .into_iter()
+        .filter(|t| {
+            t.key
+                .as_deref()
+                .is_some_and(|k| k.starts_with("node.kubernetes.io/"))
+        })
+        .map(|t| {
+            (
+                t.key.unwrap(),
+                t.operator.unwrap(),
+                t.effect.unwrap(),
+                t.toleration_seconds,
+            )
+        })
+        .collect();
+    assert_eq!(
+        added,
+        [
+            (
+                "node.kubernetes.io/not-ready".to_string(),
+                "Exists".to_string(),
+                "NoExecute".to_string(),
+                Some(300)
+            ),
+            (
+                "node.kubernetes.io/unreachable".to_string(),
+                "Exists".to_string(),
+                "NoExecute".to_string(),
+                Some(300)
+            ),
+        ],
+        "admission adds both tolerations"
+    );
+    for n in ["forever", "briefly", "never", "defaulted"] {
         eventually(n, || async {
             env.pods()
                 .get(n)
@@ -1013,6 +1055,16 @@ async fn node_lifecycle_taints_and_evicts() {
             .metadata
             .deletion_timestamp
             .is_none()
+    );
+    assert!(
+        env.pods()
+            .get("defaulted")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_none(),
+        "the default 300 s toleration keeps it"
     );
     // a new pod does not schedule onto the not-ready Node
     env.apply(&pod("newcomer", "")).await;

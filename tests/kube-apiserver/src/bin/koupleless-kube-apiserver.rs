@@ -26,6 +26,14 @@ struct Args {
     /// applied workloads converge to bound Pods as on a real cluster.
     #[arg(long)]
     with_controllers: bool,
+    /// Seconds of the `node.kubernetes.io/not-ready:NoExecute` toleration
+    /// the DefaultTolerationSeconds admission gives every new Pod that has
+    /// none (kube-apiserver's flag of the same name).
+    #[arg(long, default_value_t = 300)]
+    default_not_ready_toleration_seconds: i64,
+    /// The same for `node.kubernetes.io/unreachable:NoExecute`.
+    #[arg(long, default_value_t = 300)]
+    default_unreachable_toleration_seconds: i64,
 }
 
 #[tokio::main]
@@ -40,6 +48,11 @@ async fn main() -> anyhow::Result<()> {
     let config = koupleless_kube_apiserver::Config {
         bind: SocketAddr::new(args.bind, args.port),
         history: args.history,
+        default_toleration_seconds:
+            koupleless_kube_apiserver::admission::DefaultTolerationSeconds {
+                not_ready: Some(args.default_not_ready_toleration_seconds),
+                unreachable: Some(args.default_unreachable_toleration_seconds),
+            },
         ..Default::default()
     };
     let server = koupleless_kube_apiserver::serve(config).await?;
