@@ -595,13 +595,16 @@ fn banner(stack: &Stack, took: Duration) {
 
 /// `--status`: what the state file says, checked against the running processes and the API.
 fn status(dir: &Path) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     let Some(state) = read_state(dir) else {
-        println!("no stack runs in {} (no state.json)", dir.display());
-        return Ok(());
+        writeln!(out, "no stack runs in {} (no state.json)", dir.display())?;
+        return print(&out);
     };
     let launcher = state["launcher_pid"].as_u64().unwrap_or(0) as u32;
     let up = stack::alive(launcher);
-    println!(
+    writeln!(
+        out,
         "stack in {}: launcher pid {launcher} {}{}",
         dir.display(),
         if up { "running" } else { "GONE" },
@@ -610,29 +613,31 @@ fn status(dir: &Path) -> anyhow::Result<()> {
         } else {
             " (still starting)"
         }
-    );
+    )?;
     for key in ["kubeconfig", "api_server", "broker", "logs", "module_jar"] {
         if let Some(v) = state[key].as_str() {
-            println!("  {key:<11} {v}");
+            writeln!(out, "  {key:<11} {v}")?;
         }
     }
-    println!(
+    writeln!(
+        out,
         "\n  {:<11} {:>8}  {:<8} {:<48} log",
         "component", "pid", "state", "address"
-    );
+    )?;
     for c in state["components"].as_array().into_iter().flatten() {
         let pid = c["pid"].as_u64().unwrap_or(0) as u32;
-        println!(
+        writeln!(
+            out,
             "  {:<11} {:>8}  {:<8} {:<48} {}",
             c["name"].as_str().unwrap_or("?"),
             pid,
             if stack::alive(pid) { "running" } else { "gone" },
             c["addr"].as_str().unwrap_or("-"),
             c["log"].as_str().unwrap_or("-"),
-        );
+        )?;
     }
     let modules = stack::module_pids(dir);
-    println!("\n  module JVMs: {}", modules.len());
+    writeln!(out, "\n  module JVMs: {}", modules.len())?;
     if let Some(api) = state["api_server"]
         .as_str()
         .and_then(|u| u.strip_prefix("http://"))
@@ -641,12 +646,19 @@ fn status(dir: &Path) -> anyhow::Result<()> {
         match probe::nodes(api) {
             Ok(nodes) => {
                 for (n, ready) in nodes {
-                    println!("  node {n:<24} Ready={ready}");
+                    writeln!(out, "  node {n:<24} Ready={ready}")?;
                 }
             }
-            Err(e) => println!("  nodes: API server not answering ({e})"),
+            Err(e) => writeln!(out, "  nodes: API server not answering ({e})")?,
         }
     }
+    print(&out)
+}
+
+/// Writes to stdout, quietly giving up when the reader went away (`scripts/up --status | head`).
+fn print(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let _ = std::io::stdout().write_all(text.as_bytes());
     Ok(())
 }
 
