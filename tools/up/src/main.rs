@@ -591,6 +591,13 @@ fn banner(stack: &Stack, took: Duration) {
         kubeconfig.display(),
         stack.logs().display(),
     );
+    if stack.dir != Path::new(DEFAULT_DIR) {
+        println!(
+            "\nNote: deploy/modules/hello-module.yaml names the module package under {DEFAULT_DIR}; \
+             with this work directory, set its image to file://{}/modules/hello-1.0.0-ark-biz.jar",
+            stack.dir.display()
+        );
+    }
 }
 
 /// `--status`: what the state file says, checked against the running processes and the API.

@@ -338,7 +338,8 @@ fn up_runs_the_walk_through_and_stops_clean() {
 }
 
 /// A launcher killed with SIGKILL cannot stop its stack; the next start kills what it left
-/// (the processes its state file names, checked to be this stack's) before starting anew.
+/// (the processes its state file names, checked to be this stack's) before starting anew,
+/// here with Mosquitto as the broker.
 #[test]
 fn the_next_start_cleans_up_after_a_killed_launcher() {
     let _one = ONE_STACK.lock().unwrap_or_else(|e| e.into_inner());
@@ -358,8 +359,23 @@ fn the_next_start_cleans_up_after_a_killed_launcher() {
         "SIGKILL reaches only the launcher"
     );
 
+    // The second stack runs Mosquitto (where installed) instead of the embedded broker.
+    let mosquitto = koupleless_testkit::broker::mosquitto_path().is_some();
+    let mut args = vec!["--bases", "1"];
+    if mosquitto {
+        args.push("--mosquitto");
+    } else {
+        eprintln!("mosquitto is not installed: the second stack uses the embedded broker");
+    }
     let second_out = tempfile::tempdir().unwrap();
-    let mut second = start_launcher(&exe, second_out.path(), &["--bases", "1"]);
+    let mut second = start_launcher(&exe, second_out.path(), &args);
+    assert_eq!(ready_nodes(), ["vnode.base-1.dev"]);
+    if mosquitto {
+        let broker = &state()["components"][1];
+        assert_eq!(broker["what"], "Mosquitto", "{broker}");
+        let pid = broker["pid"].as_u64().unwrap().to_string();
+        assert!(cmdline(&pid).contains("mosquitto"), "{}", cmdline(&pid));
+    }
     let printed = std::fs::read_to_string(second_out.path().join("up.out")).unwrap();
     assert!(
         printed.contains("killed what a previous run left"),
