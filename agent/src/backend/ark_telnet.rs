@@ -8,7 +8,8 @@
 //!
 //! `biz -i`, `biz -u` and `biz -o` only acknowledge that a task was queued; `biz -a` is the
 //! only feedback (§2.8, §4.8). Every operation is therefore: a pre-flight `biz -a`, the
-//! command, then `biz -a` every [`ArkTelnetConfig::poll_interval`] until the module is
+//! command, then `biz -a` on a [`PollSchedule`] (first after [`ArkTelnetConfig::poll_first`],
+//! growing up to [`ArkTelnetConfig::poll_interval`]) until the module is
 //! `activated`/`deactivated` (done), `broken` or gone (failed), or a deadline passes (timed
 //! out). Failure reasons exist only in the base's Ark logs (§4.9), so failures say exactly
 //! what was observed and point there; nothing is invented.
@@ -88,6 +89,7 @@ pub use conn::TelnetError;
 use driver::{CommandFailure, DriverSettings, Request};
 pub use gate::{GateParseError, ReadyGate};
 use proto::{Ack, AsyncOp, ListError, Listing};
+pub use watch::PollSchedule;
 use watch::{
     InstallPre, InstallWatch, Observed, Orphan, OrphanAction, Stage, StopPre, SwitchPre, Verdict,
 };
@@ -111,8 +113,11 @@ pub struct ArkTelnetConfig {
     pub greeting_timeout: Duration,
     /// Deadline for one reply (default 10 s, §4.2 step 4).
     pub command_timeout: Duration,
-    /// Interval between `biz -a` polls during an operation (default 300 ms, §4.4 step 6).
+    /// Longest interval between `biz -a` polls during an operation (default 300 ms, §4.4
+    /// step 6); polls start at [`Self::poll_first`] and grow towards it ([`PollSchedule`]).
     pub poll_interval: Duration,
+    /// First poll after a command (default 3 ms).
+    pub poll_first: Duration,
     /// From `biz -i` until the module is listed (default 60 s).
     pub register_timeout: Duration,
     /// From `biz -i` until it is started (default 120 s).
@@ -145,6 +150,7 @@ impl ArkTelnetConfig {
             greeting_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_millis(300),
+            poll_first: Duration::from_millis(3),
             register_timeout: Duration::from_secs(60),
             start_timeout: Duration::from_secs(120),
             stop_timeout: Duration::from_secs(120),
@@ -180,9 +186,15 @@ pub struct ArkTelnetArgs {
     /// Deadline for one command's reply.
     #[arg(long = "ark-telnet-command-timeout", env = "KOUPLELESS_AGENT_ARK_TELNET_COMMAND_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     pub telnet_command_timeout: Duration,
-    /// Interval between `biz -a` polls during an operation.
+    /// Longest interval between `biz -a` polls while an operation runs (and the interval of
+    /// retries while the base is busy). Polls after a command start at
+    /// `--ark-telnet-poll-first` and grow by a quarter of the time waited so far up to this,
+    /// so a quick module is seen within a few milliseconds and a slow one costs few polls.
     #[arg(long = "ark-telnet-poll-interval", env = "KOUPLELESS_AGENT_ARK_TELNET_POLL_INTERVAL", value_parser = humantime::parse_duration, default_value = "300ms")]
     pub telnet_poll_interval: Duration,
+    /// First `biz -a` poll after a command (see `--ark-telnet-poll-interval`).
+    #[arg(long = "ark-telnet-poll-first", env = "KOUPLELESS_AGENT_ARK_TELNET_POLL_FIRST", value_parser = humantime::parse_duration, default_value = "3ms")]
+    pub telnet_poll_first: Duration,
     /// How long after `biz -i` the module must be listed (the start itself is bounded by
     /// `--start-timeout`).
     #[arg(long = "ark-telnet-register-timeout", env = "KOUPLELESS_AGENT_ARK_TELNET_REGISTER_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
@@ -231,6 +243,7 @@ impl ArkTelnetArgs {
         cfg.greeting_timeout = self.telnet_greeting_timeout;
         cfg.command_timeout = self.telnet_command_timeout;
         cfg.poll_interval = self.telnet_poll_interval;
+        cfg.poll_first = self.telnet_poll_first;
         cfg.register_timeout = self.telnet_register_timeout;
         cfg.start_timeout = start_timeout;
         cfg.stop_timeout = self.telnet_stop_timeout;
@@ -371,6 +384,15 @@ impl Inner {
             .await
             .map_err(|_| shut())?;
         rx.await.map_err(|_| shut())?
+    }
+
+    /// The poll schedule for an operation whose command was just sent.
+    fn schedule(&self) -> PollSchedule {
+        PollSchedule::new(
+            self.cfg.poll_first,
+            self.cfg.poll_interval,
+            Instant::now().into_std(),
+        )
     }
 
     /// Sleeps, unless the backend shuts down first.
@@ -533,8 +555,10 @@ impl Inner {
             }
             self.pause(cfg.poll_interval).await?;
         };
+        let polls = self.schedule();
         loop {
-            self.pause(cfg.poll_interval).await?;
+            self.pause(polls.next_delay(Instant::now().into_std()))
+                .await?;
             let listing = self.observe().await;
             let obs = listing
                 .as_ref()
@@ -616,8 +640,10 @@ impl Inner {
             }
             self.pause(self.cfg.poll_interval).await?;
         }
+        let polls = self.schedule();
         loop {
-            self.pause(self.cfg.poll_interval).await?;
+            self.pause(polls.next_delay(Instant::now().into_std()))
+                .await?;
             let listing = self.observe().await;
             let obs = listing
                 .as_ref()
@@ -677,8 +703,10 @@ impl Inner {
             Err(Ok(reason)) => return Err(unavailable(reason)),
         }
         let deadline = Instant::now().into_std() + self.cfg.switch_timeout;
+        let polls = self.schedule();
         loop {
-            self.pause(self.cfg.poll_interval).await?;
+            self.pause(polls.next_delay(Instant::now().into_std()))
+                .await?;
             let listing = self.observe().await;
             let obs = listing
                 .as_ref()

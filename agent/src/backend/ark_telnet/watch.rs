@@ -331,6 +331,36 @@ pub fn next_backoff(current: Duration, min: Duration, max: Duration) -> Duration
     current.saturating_mul(2).clamp(min, max.max(min))
 }
 
+/// When to look at `biz -a` again while an operation runs: the first look after `first`, then
+/// after a quarter of the time waited so far, never more than `max` apart. A module the base
+/// finishes at time `t` is therefore seen by about `1.25 t + first` (plus one round trip),
+/// whereas a fixed interval `max` costs up to `t + max`; and a slow one costs few polls (the
+/// interval grows by a quarter per poll up to `max`). Doubling would be cheaper in polls but
+/// could see a module finished at `t` only at `2 t`.
+#[derive(Clone, Copy, Debug)]
+pub struct PollSchedule {
+    first: Duration,
+    max: Duration,
+    began: Instant,
+}
+
+impl PollSchedule {
+    /// A schedule starting at `began` (when the command was sent).
+    pub fn new(first: Duration, max: Duration, began: Instant) -> Self {
+        PollSchedule {
+            first: first.min(max),
+            max,
+            began,
+        }
+    }
+
+    /// How long to wait before the next look, at `now`.
+    pub fn next_delay(&self, now: Instant) -> Duration {
+        let waited = now.saturating_duration_since(self.began);
+        (waited / 4).clamp(self.first, self.max)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -638,6 +668,42 @@ mod tests {
         assert_eq!(
             next_backoff(Duration::from_secs(1), min, Duration::ZERO),
             min
+        );
+    }
+
+    /// Looks happen soon after the base finishes (at most a quarter later, plus `first`),
+    /// and a long operation costs few looks.
+    #[test]
+    fn poll_schedule_sees_quick_modules_soon_and_slow_ones_cheaply() {
+        let t0 = Instant::now();
+        let first = Duration::from_millis(5);
+        let max = Duration::from_millis(300);
+        let s = PollSchedule::new(first, max, t0);
+        let looks = |until: Duration| {
+            let mut at = t0;
+            let mut v = vec![];
+            while at - t0 < until {
+                at += s.next_delay(at);
+                v.push(at - t0);
+            }
+            v
+        };
+        for done_ms in [1u64, 20, 35, 57, 100, 1000, 5000] {
+            let done = Duration::from_millis(done_ms);
+            let seen = *looks(done).last().unwrap();
+            assert!(
+                seen <= done + done / 4 + first,
+                "finished at {done:?}, seen at {seen:?}"
+            );
+        }
+        assert_eq!(looks(Duration::from_millis(1))[0], first);
+        // Two minutes of waiting: the fixed 300 ms interval alone would be 400 looks.
+        let n = looks(Duration::from_secs(120)).len();
+        assert!(n < 430, "{n} looks");
+        assert!(looks(Duration::from_millis(60)).len() <= 10);
+        assert_eq!(
+            PollSchedule::new(first, max, t0).next_delay(t0 + Duration::from_secs(60)),
+            max
         );
     }
 }
