@@ -59,6 +59,8 @@ pub struct App {
     pub settings: Settings,
     /// `host:port` the server listens on.
     pub address: String,
+    /// Token authentication and RBAC authorization, when enforced.
+    pub rbac: Option<crate::rbac::Tokens>,
     /// Flips to true on shutdown (ends watches).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -230,6 +232,17 @@ pub async fn handle(app: Arc<App>, req: axum::extract::Request) -> Response {
     };
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
     let proto = accepts_only_protobuf(&parts.headers);
+    if let Some(tokens) = &app.rbac {
+        match authn_authz(&app, tokens, &parts, &body) {
+            Ok(None) => {}
+            Ok(Some(Ok(resp))) => return resp,
+            Err(e) | Ok(Some(Err(e))) => {
+                tracing::debug!(%method, %uri, code = e.code, reason = e.reason, message = %e.message, "request refused");
+                let resp = e.into_response();
+                return if proto { to_protobuf(resp).await } else { resp };
+            }
+        }
+    }
     let resp = match route(app, parts.method, parts.uri, parts.headers, body).await {
         Ok(r) => r,
         Err(e) => {
@@ -240,6 +253,44 @@ pub async fn handle(app: Arc<App>, req: axum::extract::Request) -> Response {
     };
     tracing::debug!(%method, %uri, status = resp.status().as_u16(), "request served");
     if proto { to_protobuf(resp).await } else { resp }
+}
+
+/// Authenticates and authorizes a request (see [`crate::rbac`]); answers
+/// the access reviews itself (`Ok(Some(..))`), else lets it through
+/// (`Ok(None)`).
+#[allow(clippy::type_complexity)]
+fn authn_authz(
+    app: &App,
+    tokens: &crate::rbac::Tokens,
+    parts: &http::request::Parts,
+    body: &Bytes,
+) -> ApiResult<Option<ApiResult<Response>>> {
+    use crate::rbac;
+    let st = app.store.lock();
+    let authz = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let user = tokens
+        .authenticate(authz, &st)
+        .map_err(|_| rbac::unauthorized())?;
+    let path = parts.uri.path();
+    let info = rbac::request_info(parts.method.as_str(), path, parts.uri.query().unwrap_or(""));
+    if let rbac::Decision::Deny(reason) = rbac::authorize(&st, &user, &info) {
+        return Err(rbac::forbidden(&user, &info, &reason));
+    }
+    let review = match path.trim_end_matches('/') {
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews" => false,
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" => true,
+        _ => return Ok(None),
+    };
+    if parts.method != Method::POST {
+        return Ok(Some(Err(ApiError::method_not_allowed())));
+    }
+    let answer = decode_body(&parts.headers, body)
+        .and_then(|b| rbac::access_review(&st, &b, review, &user))
+        .map(|v| json_response(StatusCode::CREATED, &v));
+    Ok(Some(answer))
 }
 
 async fn route(

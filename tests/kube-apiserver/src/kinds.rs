@@ -146,7 +146,12 @@ pub fn apply_defaults(def: &ResourceDef, obj: &mut Value) {
         | Storage::Events
         | Storage::Leases
         | Storage::ConfigMaps
-        | Storage::PodDisruptionBudgets => {}
+        | Storage::PodDisruptionBudgets
+        | Storage::ServiceAccounts
+        | Storage::Roles
+        | Storage::RoleBindings
+        | Storage::ClusterRoles
+        | Storage::ClusterRoleBindings => {}
     }
 }
 
@@ -284,7 +289,12 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value, st: &mut State) {
         | Storage::Events
         | Storage::Leases
         | Storage::ConfigMaps
-        | Storage::Secrets => {}
+        | Storage::Secrets
+        | Storage::ServiceAccounts
+        | Storage::Roles
+        | Storage::RoleBindings
+        | Storage::ClusterRoles
+        | Storage::ClusterRoleBindings => {}
     }
     if def.has_generation {
         obj["metadata"]["generation"] = json!(1);
@@ -506,6 +516,13 @@ pub fn validate(def: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Caus
         Storage::ConfigMaps => validate_config_map(obj, old, &mut errs),
         Storage::Secrets => validate_secret(obj, old, &mut errs),
         Storage::PodDisruptionBudgets => validate_pdb(&obj["spec"], &mut errs),
+        Storage::Roles | Storage::ClusterRoles => errs.extend(crate::rbac::validate_rules(
+            &obj["rules"],
+            def.storage == Storage::Roles,
+        )),
+        Storage::RoleBindings | Storage::ClusterRoleBindings => {
+            errs.extend(crate::rbac::validate_binding(def.storage, obj, old))
+        }
         Storage::Leases => {
             if obj["spec"]["leaseDurationSeconds"]
                 .as_i64()

@@ -30,7 +30,9 @@
 //!   +eviction), `namespaces` (+status, +finalize), `events`, `services`
 //!   (+status), `configmaps`, `secrets`; apps/v1 `deployments`,
 //!   `replicasets` (each +status, +scale), `daemonsets` (+status);
-//!   coordination.k8s.io/v1 `leases`; events.k8s.io/v1 `events` (the same
+//!   coordination.k8s.io/v1 `leases`; core/v1 `serviceaccounts` and
+//!   rbac.authorization.k8s.io/v1 `roles`, `rolebindings`, `clusterroles`,
+//!   `clusterrolebindings` (stored always, enforced with [`Config::rbac`]); events.k8s.io/v1 `events` (the same
 //!   objects as core/v1 events, converted, as in the real server).
 //! - Verbs: get, list, watch, create, update, patch, delete,
 //!   deletecollection; `dryRun=All` on writes.
@@ -175,11 +177,12 @@
 //! pods themselves and set
 //! `spec.nodeName` or use the `binding` subresource), no admission
 //! plugins besides NamespaceLifecycle and DefaultTolerationSeconds (see
-//! [`admission`]; no ServiceAccount token volumes, no priority), no webhooks, no authentication or
-//! authorization, no YAML responses, no CRDs, no OpenAPI schemas (`kubectl
+//! [`admission`]; no ServiceAccount token volumes, no priority), no webhooks,
+//! no authentication or authorization unless [`Config::rbac`] turns on
+//! bearer tokens, RBAC and HTTPS (see [`rbac`], [`tls`]), no YAML responses, no CRDs, no OpenAPI schemas (`kubectl
 //! explain` fails), no `kubectl logs/exec/port-forward` (the pod
 //! subresources are 404). Kinds it does not store (StatefulSets, Jobs,
-//! ControllerRevisions, HorizontalPodAutoscalers, ServiceAccounts, ...) are 404, as an unknown resource is on the real
+//! ControllerRevisions, HorizontalPodAutoscalers, ...) are 404, as an unknown resource is on the real
 //! server.
 //!
 //! # kubectl
@@ -241,6 +244,7 @@ pub mod eviction;
 pub mod kinds;
 pub mod patch;
 pub mod protobuf;
+pub mod rbac;
 pub mod resources;
 pub mod scale;
 pub mod schema;
@@ -248,6 +252,7 @@ pub mod selectors;
 pub mod ssa;
 pub mod store;
 pub mod table;
+pub mod tls;
 pub mod typed;
 
 use crate::resources::Storage;
@@ -269,6 +274,9 @@ pub enum Error {
     /// The server URL could not be parsed.
     #[error("invalid server url: {0}")]
     Url(String),
+    /// Tokens were asked of a server that does not enforce RBAC.
+    #[error("RBAC is not enforced by this server (Config::rbac is false)")]
+    RbacOff,
 }
 
 /// Server configuration.
@@ -285,6 +293,11 @@ pub struct Config {
     /// The DefaultTolerationSeconds admission plugin (300 s for not-ready
     /// and unreachable, as kube-apiserver's defaults).
     pub default_toleration_seconds: admission::DefaultTolerationSeconds,
+    /// Enforce authentication by bearer token and RBAC authorization (see
+    /// [`rbac`]). Off by default: every request is then served, as before.
+    /// When on, [`ApiServerHandle::client`] and the kubeconfig carry a token
+    /// of a `system:masters` user (the cluster admin).
+    pub rbac: bool,
 }
 
 impl Default for Config {
@@ -295,6 +308,7 @@ impl Default for Config {
             bookmark_interval: Duration::from_secs(60),
             default_watch_timeout: Duration::from_secs(1800),
             default_toleration_seconds: Default::default(),
+            rbac: false,
         }
     }
 }
@@ -304,6 +318,10 @@ impl Default for Config {
 pub struct ApiServerHandle {
     addr: SocketAddr,
     app: Arc<api::App>,
+    /// Served over HTTPS (with the test certificate, see [`tls`]).
+    tls: bool,
+    /// The cluster admin's token when RBAC is enforced.
+    admin_token: Option<String>,
     shutdown_tx: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -348,7 +366,16 @@ pub async fn serve(config: Config) -> Result<ApiServerHandle, Error> {
             ..Default::default()
         },
         address: addr.to_string(),
+        rbac: config.rbac.then(rbac::Tokens::default),
         shutdown: shutdown_rx.clone(),
+    });
+    let admin_token = app.rbac.as_ref().map(|tokens| {
+        let token = format!("admin-{}", uuid::Uuid::new_v4().simple());
+        tokens.add_user(
+            &token,
+            rbac::UserInfo::user("koupleless-test-admin", &["system:masters"]),
+        );
+        token
     });
     bootstrap(&app);
     let router_app = app.clone();
@@ -357,16 +384,24 @@ pub async fn serve(config: Config) -> Result<ApiServerHandle, Error> {
         async move { api::handle(app, req).await }
     });
     let mut rx = shutdown_rx;
-    let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|v| *v).await;
-            })
-            .await
-    });
+    let stop = async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let task = if config.rbac {
+        let tls = tls::TlsListener::new(listener)?;
+        tokio::spawn(async move { axum::serve(tls, router).with_graceful_shutdown(stop).await })
+    } else {
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await
+        })
+    };
     Ok(ApiServerHandle {
         addr,
         app,
+        tls: config.rbac,
+        admin_token,
         shutdown_tx,
         task,
     })
@@ -396,9 +431,10 @@ fn bootstrap(app: &api::App) {
 }
 
 impl ApiServerHandle {
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` when RBAC is enforced).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The bound address.
@@ -406,8 +442,15 @@ impl ApiServerHandle {
         self.addr
     }
 
-    /// A new kube client for this server.
+    /// A new kube client for this server (the cluster admin's when RBAC is
+    /// enforced).
     pub fn client(&self) -> Result<kube::Client, Error> {
+        self.client_with(self.admin_token.as_deref())
+    }
+
+    /// A new kube client sending `token` as its bearer token (none:
+    /// anonymous).
+    pub fn client_with(&self, token: Option<&str>) -> Result<kube::Client, Error> {
         let uri: http::Uri = self
             .base_url()
             .parse()
@@ -416,12 +459,51 @@ impl ApiServerHandle {
         let mut cfg = kube::Config::new(uri);
         cfg.default_namespace = "default".into();
         cfg.read_timeout = None;
+        if let Some(t) = token {
+            cfg.auth_info.token = Some(t.to_string().into());
+        }
+        if self.tls {
+            cfg.root_cert = Some(vec![tls::pem_to_der(tls::CA_PEM)]);
+        }
         Ok(kube::Client::try_from(cfg)?)
     }
 
-    /// The kubeconfig YAML for this server.
+    /// Adds a static bearer token for `user` (as a `--token-auth-file` line).
+    /// Fails when RBAC is not enforced.
+    pub fn add_token(&self, token: &str, user: rbac::UserInfo) -> Result<(), Error> {
+        self.tokens()?.add_user(token, user);
+        Ok(())
+    }
+
+    /// Issues a token for ServiceAccount `namespace/name` (as the
+    /// TokenRequest API does); it authenticates while the ServiceAccount
+    /// exists. Fails when RBAC is not enforced.
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> Result<String, Error> {
+        Ok(self.tokens()?.issue_service_account(namespace, name))
+    }
+
+    fn tokens(&self) -> Result<&rbac::Tokens, Error> {
+        self.app.rbac.as_ref().ok_or(Error::RbacOff)
+    }
+
+    /// The kubeconfig YAML for this server (with the admin's token when
+    /// RBAC is enforced).
     pub fn kubeconfig_yaml(&self) -> String {
-        kubeconfig_yaml(&self.base_url())
+        kubeconfig_yaml_with(&self.base_url(), self.admin_token.as_deref(), self.tls)
+    }
+
+    /// Writes a kubeconfig file whose user sends `token`.
+    pub fn write_kubeconfig_with_token(
+        &self,
+        path: impl AsRef<Path>,
+        token: &str,
+    ) -> Result<PathBuf, Error> {
+        let path = path.as_ref().to_path_buf();
+        std::fs::write(
+            &path,
+            kubeconfig_yaml_with(&self.base_url(), Some(token), self.tls),
+        )?;
+        Ok(path)
     }
 
     /// Writes a kubeconfig file pointing at this server.
@@ -464,15 +546,34 @@ impl ApiServerHandle {
     }
 }
 
-/// A kubeconfig for `server` (no credentials: this server has no authn).
+/// A kubeconfig for `server` without credentials.
 pub fn kubeconfig_yaml(server: &str) -> String {
+    kubeconfig_yaml_with(server, None, false)
+}
+
+/// A kubeconfig for `server` whose user sends `token` (if any), trusting
+/// the test CA when `tls`.
+pub fn kubeconfig_yaml_with(server: &str, token: Option<&str>, tls: bool) -> String {
+    use base64::Engine;
+    let user = match token {
+        Some(t) => format!("{{token: {t}}}"),
+        None => "{}".to_string(),
+    };
+    let ca = if tls {
+        format!(
+            "\n    certificate-authority-data: {}",
+            base64::engine::general_purpose::STANDARD.encode(tls::CA_PEM)
+        )
+    } else {
+        String::new()
+    };
     format!(
         "apiVersion: v1
 kind: Config
 clusters:
 - name: koupleless-test
   cluster:
-    server: {server}
+    server: {server}{ca}
 contexts:
 - name: koupleless-test
   context:
@@ -482,7 +583,7 @@ contexts:
 current-context: koupleless-test
 users:
 - name: koupleless-test
-  user: {{}}
+  user: {user}
 preferences: {{}}
 "
     )

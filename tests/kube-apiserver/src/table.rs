@@ -472,6 +472,47 @@ fn columns(def: &ResourceDef) -> Vec<Value> {
             ),
             age,
         ],
+        Storage::ServiceAccounts => vec![
+            name,
+            col(
+                "Secrets",
+                "string",
+                "",
+                0,
+                "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use.",
+            ),
+            age,
+        ],
+        Storage::Roles | Storage::ClusterRoles => vec![
+            name,
+            col(
+                "Created At",
+                "date",
+                "",
+                0,
+                "Time when the role was created.",
+            ),
+        ],
+        Storage::RoleBindings | Storage::ClusterRoleBindings => vec![
+            name,
+            col(
+                "Role",
+                "string",
+                "",
+                0,
+                "RoleRef can reference a Role in the current namespace or a ClusterRole in the global namespace.",
+            ),
+            age,
+            col("Users", "string", "", 1, "Users in the binding."),
+            col("Groups", "string", "", 1, "Groups in the binding."),
+            col(
+                "ServiceAccounts",
+                "string",
+                "",
+                1,
+                "ServiceAccounts in the binding.",
+            ),
+        ],
         Storage::Secrets => vec![
             name,
             col(
@@ -922,6 +963,48 @@ fn cells(def: &ResourceDef, o: &Value) -> Vec<Value> {
                 name,
                 json!(count("data") + count("binaryData")),
                 json!(created),
+            ]
+        }
+        Storage::ServiceAccounts => vec![
+            name,
+            json!(o["secrets"].as_array().map_or(0, |a| a.len())),
+            json!(created),
+        ],
+        Storage::Roles | Storage::ClusterRoles => vec![
+            name,
+            json!(
+                o["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .unwrap_or_default()
+            ),
+        ],
+        Storage::RoleBindings | Storage::ClusterRoleBindings => {
+            let subjects = |kind: &str| -> String {
+                o["subjects"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|s| s["kind"] == kind)
+                    .map(|s| match (kind, s["namespace"].as_str()) {
+                        ("ServiceAccount", Some(ns)) => {
+                            format!("{ns}/{}", s["name"].as_str().unwrap_or_default())
+                        }
+                        _ => s["name"].as_str().unwrap_or_default().to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    o["roleRef"]["kind"].as_str().unwrap_or_default(),
+                    o["roleRef"]["name"].as_str().unwrap_or_default()
+                )),
+                json!(created),
+                json!(subjects("User")),
+                json!(subjects("Group")),
+                json!(subjects("ServiceAccount")),
             ]
         }
         Storage::Secrets => vec![

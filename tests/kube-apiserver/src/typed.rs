@@ -173,6 +173,7 @@ fn split_where(w: &str) -> (Vec<Seg>, String) {
 fn typed(def: &ResourceDef, v: &Value) -> Result<Value, DecodeError> {
     use k8s_openapi::api::{
         apps::v1 as apps, coordination::v1 as coord, core::v1 as core, events::v1 as ev,
+        rbac::v1 as rbac,
     };
     match def.storage {
         Storage::Nodes => roundtrip::<core::Node>(v),
@@ -190,6 +191,11 @@ fn typed(def: &ResourceDef, v: &Value) -> Result<Value, DecodeError> {
         Storage::PodDisruptionBudgets => {
             roundtrip::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(v)
         }
+        Storage::ServiceAccounts => roundtrip::<core::ServiceAccount>(v),
+        Storage::Roles => roundtrip::<rbac::Role>(v),
+        Storage::RoleBindings => roundtrip::<rbac::RoleBinding>(v),
+        Storage::ClusterRoles => roundtrip::<rbac::ClusterRole>(v),
+        Storage::ClusterRoleBindings => roundtrip::<rbac::ClusterRoleBinding>(v),
     }
 }
 

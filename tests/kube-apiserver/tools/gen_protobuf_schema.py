@@ -37,6 +37,13 @@ ROOTS = [
     "api.core.v1.ServiceList", "api.core.v1.EventList", "api.core.v1.ConfigMapList",
     "api.core.v1.SecretList", "api.apps.v1.DeploymentList", "api.apps.v1.ReplicaSetList",
     "api.apps.v1.DaemonSetList", "api.coordination.v1.LeaseList", "api.events.v1.EventList",
+    # RBAC (stored for Config::rbac)
+    "api.core.v1.ServiceAccount", "api.core.v1.ServiceAccountList",
+    "api.rbac.v1.Role", "api.rbac.v1.RoleList", "api.rbac.v1.RoleBinding",
+    "api.rbac.v1.RoleBindingList", "api.rbac.v1.ClusterRole", "api.rbac.v1.ClusterRoleList",
+    "api.rbac.v1.ClusterRoleBinding", "api.rbac.v1.ClusterRoleBindingList",
+    # access reviews (kubectl auth can-i); `extra` and the selector attributes left out by hand
+    "api.authorization.v1.SubjectAccessReview", "api.authorization.v1.SelfSubjectAccessReview",
 ]
 # Rendered by hand-written code (their JSON forms are not their proto shapes).
 SPECIAL = {
@@ -53,6 +60,7 @@ GO_SRC = os.environ.get("GO_SRC")
 GO_FILES = [
     "api/core/v1/types.go", "api/apps/v1/types.go", "api/policy/v1/types.go",
     "api/autoscaling/v1/types.go", "api/coordination/v1/types.go", "api/events/v1/types.go",
+    "api/rbac/v1/types.go", "api/authorization/v1/types.go",
     "apimachinery/pkg/apis/meta/v1/types.go",
 ]
 GO_FIELD_RE = re.compile(

@@ -5,7 +5,7 @@ use clap::Parser;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-/// In-memory Kubernetes API server for tests (plain HTTP, no auth).
+/// In-memory Kubernetes API server for tests (plain HTTP; RBAC with --rbac).
 #[derive(Debug, Parser)]
 #[command(name = "koupleless-kube-apiserver", version)]
 struct Args {
@@ -34,6 +34,10 @@ struct Args {
     /// The same for `node.kubernetes.io/unreachable:NoExecute`.
     #[arg(long, default_value_t = 300)]
     default_unreachable_toleration_seconds: i64,
+    /// Enforce bearer-token authentication and RBAC authorization; the
+    /// kubeconfig written then carries a cluster admin's token.
+    #[arg(long)]
+    rbac: bool,
 }
 
 #[tokio::main]
@@ -53,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
                 not_ready: Some(args.default_not_ready_toleration_seconds),
                 unreachable: Some(args.default_unreachable_toleration_seconds),
             },
+        rbac: args.rbac,
         ..Default::default()
     };
     let server = koupleless_kube_apiserver::serve(config).await?;

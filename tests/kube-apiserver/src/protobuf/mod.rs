@@ -166,6 +166,8 @@ pub fn message_for(api_version: &str, kind: &str) -> Option<&'static str> {
             "apps" | "autoscaling" | "policy" => group,
             "coordination.k8s.io" => "coordination",
             "events.k8s.io" => "events",
+            "rbac.authorization.k8s.io" => "rbac",
+            "authorization.k8s.io" => "authorization",
             _ => return None,
         };
         format!("api.{pkg}.{version}.{kind}")

@@ -258,6 +258,114 @@ pub(crate) static MESSAGES: &[Message] = &[
         ],
     },
     Message {
+        name: "api.authorization.v1.NonResourceAttributes",
+        fields: &[f(1, "path", One, Str), f(2, "verb", One, Str)],
+    },
+    Message {
+        name: "api.authorization.v1.ResourceAttributes",
+        fields: &[
+            f(1, "namespace", One, Str),
+            f(2, "verb", One, Str),
+            f(3, "group", One, Str),
+            f(4, "version", One, Str),
+            f(5, "resource", One, Str),
+            f(6, "subresource", One, Str),
+            f(7, "name", One, Str),
+        ],
+    },
+    Message {
+        name: "api.authorization.v1.SelfSubjectAccessReview",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+            ),
+            f(
+                2,
+                "spec",
+                One,
+                Msg("api.authorization.v1.SelfSubjectAccessReviewSpec"),
+            ),
+            f(
+                3,
+                "status",
+                One,
+                Msg("api.authorization.v1.SubjectAccessReviewStatus"),
+            ),
+        ],
+    },
+    Message {
+        name: "api.authorization.v1.SelfSubjectAccessReviewSpec",
+        fields: &[
+            f(
+                1,
+                "resourceAttributes",
+                One,
+                Msg("api.authorization.v1.ResourceAttributes"),
+            ),
+            f(
+                2,
+                "nonResourceAttributes",
+                One,
+                Msg("api.authorization.v1.NonResourceAttributes"),
+            ),
+        ],
+    },
+    Message {
+        name: "api.authorization.v1.SubjectAccessReview",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+            ),
+            f(
+                2,
+                "spec",
+                One,
+                Msg("api.authorization.v1.SubjectAccessReviewSpec"),
+            ),
+            f(
+                3,
+                "status",
+                One,
+                Msg("api.authorization.v1.SubjectAccessReviewStatus"),
+            ),
+        ],
+    },
+    Message {
+        name: "api.authorization.v1.SubjectAccessReviewSpec",
+        fields: &[
+            f(
+                1,
+                "resourceAttributes",
+                One,
+                Msg("api.authorization.v1.ResourceAttributes"),
+            ),
+            f(
+                2,
+                "nonResourceAttributes",
+                One,
+                Msg("api.authorization.v1.NonResourceAttributes"),
+            ),
+            f(3, "user", One, Str),
+            f(4, "groups", Many, Str),
+            f(6, "uid", One, Str),
+        ],
+    },
+    Message {
+        name: "api.authorization.v1.SubjectAccessReviewStatus",
+        fields: &[
+            f(1, "allowed", Keep, Bool),
+            f(2, "reason", One, Str),
+            f(3, "evaluationError", One, Str),
+            f(4, "denied", One, Bool),
+        ],
+    },
+    Message {
         name: "api.autoscaling.v1.Scale",
         fields: &[
             f(
@@ -1932,6 +2040,37 @@ pub(crate) static MESSAGES: &[Message] = &[
         ],
     },
     Message {
+        name: "api.core.v1.ServiceAccount",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+            ),
+            f(2, "secrets", Many, Msg("api.core.v1.ObjectReference")),
+            f(
+                3,
+                "imagePullSecrets",
+                Many,
+                Msg("api.core.v1.LocalObjectReference"),
+            ),
+            f(4, "automountServiceAccountToken", Keep, Bool),
+        ],
+    },
+    Message {
+        name: "api.core.v1.ServiceAccountList",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ListMeta"),
+            ),
+            f(2, "items", Many, Msg("api.core.v1.ServiceAccount")),
+        ],
+    },
+    Message {
         name: "api.core.v1.ServiceAccountTokenProjection",
         fields: &[
             f(1, "audience", One, Str),
@@ -2425,6 +2564,146 @@ pub(crate) static MESSAGES: &[Message] = &[
                 Many,
                 Msg("apimachinery.pkg.apis.meta.v1.Condition"),
             ),
+        ],
+    },
+    Message {
+        name: "api.rbac.v1.AggregationRule",
+        fields: &[f(
+            1,
+            "clusterRoleSelectors",
+            Many,
+            Msg("apimachinery.pkg.apis.meta.v1.LabelSelector"),
+        )],
+    },
+    Message {
+        name: "api.rbac.v1.ClusterRole",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+            ),
+            f(2, "rules", Many, Msg("api.rbac.v1.PolicyRule")),
+            f(
+                3,
+                "aggregationRule",
+                One,
+                Msg("api.rbac.v1.AggregationRule"),
+            ),
+        ],
+    },
+    Message {
+        name: "api.rbac.v1.ClusterRoleBinding",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+            ),
+            f(2, "subjects", Many, Msg("api.rbac.v1.Subject")),
+            f(3, "roleRef", One, Msg("api.rbac.v1.RoleRef")),
+        ],
+    },
+    Message {
+        name: "api.rbac.v1.ClusterRoleBindingList",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ListMeta"),
+            ),
+            f(2, "items", Many, Msg("api.rbac.v1.ClusterRoleBinding")),
+        ],
+    },
+    Message {
+        name: "api.rbac.v1.ClusterRoleList",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ListMeta"),
+            ),
+            f(2, "items", Many, Msg("api.rbac.v1.ClusterRole")),
+        ],
+    },
+    Message {
+        name: "api.rbac.v1.PolicyRule",
+        fields: &[
+            f(1, "verbs", Many, Str),
+            f(2, "apiGroups", Many, Str),
+            f(3, "resources", Many, Str),
+            f(4, "resourceNames", Many, Str),
+            f(5, "nonResourceURLs", Many, Str),
+        ],
+    },
+    Message {
+        name: "api.rbac.v1.Role",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+            ),
+            f(2, "rules", Many, Msg("api.rbac.v1.PolicyRule")),
+        ],
+    },
+    Message {
+        name: "api.rbac.v1.RoleBinding",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+            ),
+            f(2, "subjects", Many, Msg("api.rbac.v1.Subject")),
+            f(3, "roleRef", One, Msg("api.rbac.v1.RoleRef")),
+        ],
+    },
+    Message {
+        name: "api.rbac.v1.RoleBindingList",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ListMeta"),
+            ),
+            f(2, "items", Many, Msg("api.rbac.v1.RoleBinding")),
+        ],
+    },
+    Message {
+        name: "api.rbac.v1.RoleList",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ListMeta"),
+            ),
+            f(2, "items", Many, Msg("api.rbac.v1.Role")),
+        ],
+    },
+    Message {
+        name: "api.rbac.v1.RoleRef",
+        fields: &[
+            f(1, "apiGroup", Keep, Str),
+            f(2, "kind", Keep, Str),
+            f(3, "name", Keep, Str),
+        ],
+    },
+    Message {
+        name: "api.rbac.v1.Subject",
+        fields: &[
+            f(1, "kind", Keep, Str),
+            f(2, "apiGroup", One, Str),
+            f(3, "name", Keep, Str),
+            f(4, "namespace", One, Str),
         ],
     },
     Message {
