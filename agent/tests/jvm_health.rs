@@ -1,7 +1,9 @@
 //! The health sampler against real JVMs started by the tests (Java 17 with `javac` and
 //! `jstat`). The fixture program is compiled at test time into a temporary directory.
 //!
-//! When no JDK is installed the tests print why and return; the CI image installs one.
+//! When no JDK is installed a plain `cargo test` prints `SKIPPED …` for each test and returns;
+//! under `scripts/test` (`KOUPLELESS_REQUIRE_TOOLS=1`) they fail instead
+//! (`missing_jdk_fails_when_tools_are_required` checks that).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -67,23 +69,28 @@ public class Fixture {
 }
 "#;
 
-/// The compiled fixture's class directory, or None (with the reason printed) without a JDK.
-fn fixture_dir() -> Option<&'static Path> {
-    static DIR: OnceLock<Option<tempfile::TempDir>> = OnceLock::new();
+/// The compiled fixture's class directory, or why there is none (no JDK).
+fn fixture_dir() -> Result<&'static Path, String> {
+    static DIR: OnceLock<Result<tempfile::TempDir, String>> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("Fixture.java"), FIXTURE).unwrap();
-        match Command::new("javac").arg("-d").arg(dir.path()).arg(dir.path().join("Fixture.java")).status() {
-            Ok(s) if s.success() => Some(dir),
+        match Command::new("javac")
+            .arg("-d")
+            .arg(dir.path())
+            .arg(dir.path().join("Fixture.java"))
+            .status()
+        {
+            Ok(s) if s.success() => Ok(dir),
             Ok(s) => panic!("javac failed: {s}"),
-            Err(e) => {
-                eprintln!("SKIPPED: no JDK (javac: {e}); install openjdk-17-jdk-headless to run these tests");
-                None
-            }
+            Err(e) => Err(format!(
+                "no JDK (javac: {e}); install openjdk-17-jdk-headless"
+            )),
         }
     })
     .as_ref()
     .map(|d| d.path())
+    .map_err(Clone::clone)
 }
 
 /// A running fixture JVM; killed when dropped.
@@ -98,8 +105,16 @@ struct Jvm {
 }
 
 impl Jvm {
+    /// Starts the fixture; `None` when there is no JDK and the test may skip (a plain
+    /// `cargo test`). Under `scripts/test` (`KOUPLELESS_REQUIRE_TOOLS=1`) a missing JDK fails.
     fn start(opts: &[&str], token: &str, env: &[(&str, &str)]) -> Option<Jvm> {
-        let dir = fixture_dir()?;
+        let dir = match fixture_dir() {
+            Ok(d) => d,
+            Err(reason) => {
+                koupleless_testkit::skip_or_fail(&format!("JVM test {token}"), &reason);
+                return None;
+            }
+        };
         let started = Instant::now();
         let mut cmd = Command::new("java");
         cmd.args(opts).arg("-cp").arg(dir).arg("Fixture").arg(token);
@@ -893,4 +908,39 @@ fn xrs_jvm_is_never_signalled() {
     jvm.cmd("gc");
     assert!(jvm.child.try_wait().unwrap().is_none());
     assert!(!socket.exists(), "no listener was started");
+}
+
+/// Without a JDK the JVM tests skip loudly under a plain `cargo test`, and fail when
+/// `KOUPLELESS_REQUIRE_TOOLS=1` (as `scripts/test` sets): the `-Xrs` safety test is run by
+/// this test binary again, with no JDK on `PATH`.
+#[test]
+fn missing_jdk_fails_when_tools_are_required() {
+    let empty = tempfile::tempdir().unwrap();
+    let run = |required: &str| {
+        Command::new(std::env::current_exe().unwrap())
+            .args(["xrs_jvm_is_never_signalled", "--exact", "--nocapture"])
+            .env("PATH", empty.path())
+            .env_remove("JAVA_HOME")
+            .env(koupleless_testkit::REQUIRE_TOOLS_ENV, required)
+            .output()
+            .unwrap()
+    };
+    let skipped = run("0");
+    let err = String::from_utf8_lossy(&skipped.stderr);
+    assert!(skipped.status.success(), "{err}");
+    assert!(
+        err.contains("SKIPPED JVM test") && err.contains("no JDK"),
+        "{err}"
+    );
+    let required = run("1");
+    let err = String::from_utf8_lossy(&required.stderr);
+    let out = String::from_utf8_lossy(&required.stdout);
+    assert!(
+        !required.status.success(),
+        "passed without a JDK: {out}{err}"
+    );
+    assert!(
+        out.contains("no JDK") || err.contains("no JDK"),
+        "{out}{err}"
+    );
 }

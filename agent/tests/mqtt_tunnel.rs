@@ -6,7 +6,8 @@
 //! freshness of `publishTimestamp` (spec protocol §5, traps T15–T26).
 //!
 //! Every scenario runs once per broker; the Mosquitto variant prints why it is skipped when
-//! `/usr/sbin/mosquitto` is absent.
+//! `/usr/sbin/mosquitto` is absent, and fails instead under `scripts/test`
+//! (`KOUPLELESS_REQUIRE_TOOLS=1`).
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -491,9 +492,9 @@ macro_rules! on_every_broker {
             async fn mosquitto() {
                 match koupleless_testkit::broker::Broker::mosquitto() {
                     Some(b) => super::$scenario(b).await,
-                    None => eprintln!(
-                        "SKIPPED {}: mosquitto is not installed (apt-get install -y mosquitto)",
-                        stringify!($scenario)
+                    None => koupleless_testkit::skip_or_fail(
+                        stringify!($scenario),
+                        "mosquitto is not installed (apt-get install -y mosquitto)",
                     ),
                 }
             }
@@ -1213,12 +1214,12 @@ async fn wired_from_the_command_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_with_mosquitto() {
     if koupleless_testkit::broker::mosquitto_path().is_none() {
-        eprintln!("SKIPPED mutual_tls_with_mosquitto: mosquitto is not installed");
+        koupleless_testkit::skip_or_fail("mutual_tls_with_mosquitto", "mosquitto is not installed");
         return;
     }
     let certs = tempfile::tempdir().unwrap();
     if !make_certs(certs.path()) {
-        eprintln!("SKIPPED mutual_tls_with_mosquitto: openssl is not available");
+        koupleless_testkit::skip_or_fail("mutual_tls_with_mosquitto", "openssl is not available");
         return;
     }
     let p = |f: &str| certs.path().join(f).display().to_string();

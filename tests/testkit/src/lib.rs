@@ -70,6 +70,7 @@ mod java;
 mod manifest;
 pub mod proxy;
 mod source;
+mod tools;
 mod wait;
 
 pub use biz::{
@@ -82,6 +83,7 @@ pub use source::{
     Behaviour, DEPENDENCY_LINE, EXIT_LATER_CODE, FAIL_MESSAGE, READY_LINE, SIGTERM_LINE,
     java_string_literal,
 };
+pub use tools::{REQUIRE_TOOLS_ENV, missing_tool_verdict, skip_or_fail, tools_required};
 pub use wait::{
     POLL_INTERVAL, eventually, file_url, free_port, pid_exists, process_alive, read_pid_file,
     wait_for, wait_until,
