@@ -277,7 +277,13 @@ fn authn_authz(
     let path = parts.uri.path();
     let info = rbac::request_info(parts.method.as_str(), path, parts.uri.query().unwrap_or(""));
     if let rbac::Decision::Deny(reason) = rbac::authorize(&st, &user, &info) {
-        return Err(rbac::forbidden(&user, &info, &reason));
+        let e = rbac::forbidden(&user, &info, &reason);
+        tokens.record_denial(rbac::Denial {
+            user: user.name.clone(),
+            request: info,
+            message: e.message.clone(),
+        });
+        return Err(e);
     }
     let review = match path.trim_end_matches('/') {
         "/apis/authorization.k8s.io/v1/subjectaccessreviews" => false,

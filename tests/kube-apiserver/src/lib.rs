@@ -482,6 +482,15 @@ impl ApiServerHandle {
         Ok(self.tokens()?.issue_service_account(namespace, name))
     }
 
+    /// Every request refused with 403 so far (empty when RBAC is off).
+    pub fn denials(&self) -> Vec<rbac::Denial> {
+        self.app
+            .rbac
+            .as_ref()
+            .map(rbac::Tokens::denials)
+            .unwrap_or_default()
+    }
+
     fn tokens(&self) -> Result<&rbac::Tokens, Error> {
         self.app.rbac.as_ref().ok_or(Error::RbacOff)
     }

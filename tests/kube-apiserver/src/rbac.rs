@@ -95,10 +95,23 @@ enum Identity {
     ServiceAccount { namespace: String, name: String },
 }
 
-/// The token authenticator.
+/// The token authenticator, and the record of refusals.
 #[derive(Debug, Default)]
 pub struct Tokens {
     by_token: Mutex<HashMap<String, Identity>>,
+    denials: Mutex<Vec<Denial>>,
+}
+
+/// A request refused with 403, as recorded for tests (the real server's
+/// audit log would show the same).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// Who asked.
+    pub user: String,
+    /// What was asked.
+    pub request: RequestInfo,
+    /// The 403's message.
+    pub message: String,
 }
 
 /// Why a request could not be authenticated.
@@ -125,6 +138,22 @@ impl Tokens {
             },
         );
         token
+    }
+
+    /// Records a 403.
+    pub fn record_denial(&self, d: Denial) {
+        self.denials
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(d);
+    }
+
+    /// Every 403 so far, oldest first.
+    pub fn denials(&self) -> Vec<Denial> {
+        self.denials
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Identity>> {

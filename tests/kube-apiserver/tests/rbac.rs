@@ -168,6 +168,20 @@ async fn service_account_is_held_to_its_roles() {
         "{}",
         st.message
     );
+    // the server keeps a record of its refusals
+    let denied: Vec<String> = server
+        .denials()
+        .into_iter()
+        .map(|d| format!("{} {} {}", d.user, d.request.verb, d.request.resource))
+        .collect();
+    assert_eq!(
+        denied,
+        [
+            "system:serviceaccount:team:reader delete pods",
+            "system:serviceaccount:team:reader list pods",
+            "system:serviceaccount:team:reader patch pods"
+        ]
+    );
     // resourceNames
     let cms_admin: Api<ConfigMap> = Api::namespaced(admin.clone(), "team");
     for n in ["allowed", "other"] {
