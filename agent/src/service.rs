@@ -308,7 +308,7 @@ impl<B: RuntimeBackend> CommandService<B> {
     async fn biz_op<F, Fut>(
         &self,
         cmd: CommandId,
-        lock: String,
+        lock: engine::LockScope,
         async_request: Option<(String, serde_json::Value)>,
         work: F,
     ) -> Outcome
@@ -317,11 +317,11 @@ impl<B: RuntimeBackend> CommandService<B> {
         Fut: Future<Output = Outcome> + Send + 'static,
     {
         let Some((rid, meta)) = async_request else {
-            let _guard = match self.engine.try_lock(lock.clone(), cmd) {
+            let _guard = match self.engine.try_lock_scope(&lock, cmd) {
                 Ok(g) => g,
                 Err(running) => {
                     return Outcome::Failed {
-                        message: conflict_message(&lock, cmd, running),
+                        message: conflict_message(&lock.key, cmd, running),
                         data: None,
                         code: ErrorCode::InstallBizExecuting,
                     };
@@ -346,7 +346,7 @@ impl<B: RuntimeBackend> CommandService<B> {
         let svc = self.clone();
         self.engine.tasks().spawn(async move {
             let engine = svc.engine.clone();
-            let guard = match engine.try_lock(lock, cmd) {
+            let guard = match engine.try_lock_scope(&lock, cmd) {
                 Ok(g) => g,
                 Err(_) => {
                     let err = (ASYNC_CONFLICT.to_owned(), ErrorCode::InstallBizExecuting);
@@ -402,7 +402,13 @@ impl<B: RuntimeBackend> CommandService<B> {
                 }
             }
         }
-        let lock = engine::lock_key(req.biz_name.as_deref(), req.biz_version.as_deref());
+        let key = engine::lock_key(req.biz_name.as_deref(), req.biz_version.as_deref());
+        // uninstallThenInstall removes every version of the name: lock them all.
+        let lock = if req.strategy() == InstallStrategy::UninstallThenInstall {
+            engine::LockScope::name(req.biz_name.clone().unwrap_or_default(), key)
+        } else {
+            engine::LockScope::key(key)
+        };
         let async_request = req.r#async.then(|| {
             let mut meta = req.clone();
             meta.install_strategy = Some(req.strategy().as_str().into());
@@ -429,16 +435,11 @@ impl<B: RuntimeBackend> CommandService<B> {
         out
     }
 
-    /// One install, strategy included; the caller holds the lock.
+    /// One install, strategy included; the caller holds the lock. The package is fetched and
+    /// validated first, so a bad URL or jar leaves every installed version running; only then
+    /// does `uninstallThenInstall` remove the old versions.
     async fn install_one(&self, req: &InstallBizRequest, prefetched: Option<Package>) -> Outcome {
         let before = self.engine.metaspace_used();
-        if req.strategy() == InstallStrategy::UninstallThenInstall {
-            let name = req.biz_name.clone().unwrap_or_default();
-            for key in self.engine.versions_of(&name) {
-                let outcome = self.engine.uninstall(&key).await;
-                tracing::info!(biz = %key, ?outcome, "uninstallThenInstall: removed old version");
-            }
-        }
         let pkg = match prefetched {
             Some(p) => p,
             None => match self
@@ -451,6 +452,25 @@ impl<B: RuntimeBackend> CommandService<B> {
                 Err(e) => return Outcome::internal(e.to_string(), e.error_code()),
             },
         };
+        // The lock taken is the request's name:version (or name); installing the package
+        // under another identity would escape it.
+        if let Some(message) = identity_mismatch(req, &pkg) {
+            self.engine.store().remove(&pkg);
+            return Outcome::invalid(message);
+        }
+        if req.strategy() == InstallStrategy::UninstallThenInstall {
+            for key in self.engine.versions_of(&pkg.key.name) {
+                let outcome = self.engine.uninstall(&key).await;
+                tracing::info!(biz = %key, ?outcome, "uninstallThenInstall: removed old version");
+                if let UninstallOutcome::StopFailed(e) = outcome {
+                    self.engine.store().remove(&pkg);
+                    return Outcome::internal(
+                        format!("uninstallThenInstall: uninstall of {key} failed: {e}"),
+                        backend_error_code(&e, false),
+                    );
+                }
+            }
+        }
         let result = self
             .engine
             .install(
@@ -495,7 +515,7 @@ impl<B: RuntimeBackend> CommandService<B> {
             Ok(k) => k,
             Err(m) => return Outcome::invalid(m),
         };
-        let lock = key.to_string();
+        let lock = engine::LockScope::key(key.to_string());
         let async_request = req.r#async.then(|| {
             (
                 req.request_id.clone().unwrap_or_default(),
@@ -584,7 +604,10 @@ impl<B: RuntimeBackend> CommandService<B> {
                 return Outcome::invalid(e.to_string());
             }
         }
-        let lock = engine::lock_key(req.biz_name.as_deref(), req.biz_version.as_deref());
+        let lock = engine::LockScope::key(engine::lock_key(
+            req.biz_name.as_deref(),
+            req.biz_version.as_deref(),
+        ));
         let async_request = req.r#async.then(|| {
             (
                 req.request_id.clone().unwrap_or_default(),
@@ -710,6 +733,22 @@ impl<B: RuntimeBackend> CommandService<B> {
             other => item_failure(&key.name, &key.version, &format!("{other:?}")),
         }
     }
+}
+
+/// Why a package may not be installed for `req`: the request names an identity
+/// (`bizName`/`bizVersion`) other than the package manifest's (`Ark-Biz-Name`/
+/// `Ark-Biz-Version`). The Java Arklet installs such a package under the manifest identity
+/// while the controller tracks the requested one; we refuse it. `None` when they agree or
+/// the request names none. Pure.
+pub fn identity_mismatch(req: &InstallBizRequest, pkg: &Package) -> Option<String> {
+    let (name, version) = (req.biz_name.as_deref()?, req.biz_version.as_deref()?);
+    if name.trim().is_empty() || (name, version) == (&pkg.key.name[..], &pkg.key.version[..]) {
+        return None;
+    }
+    Some(format!(
+        "bizName:bizVersion {name}:{version} of the request does not match the package {} (Ark-Biz-Name:Ark-Biz-Version in its manifest is {})",
+        pkg.url, pkg.key
+    ))
 }
 
 /// `FAILED` with a sofa-ark `ClientResponse` as data (`{code, message}`), as uninstall and switch

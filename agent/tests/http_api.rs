@@ -990,3 +990,111 @@ async fn code_loading_envs_are_refused_unless_allowed() {
     assert_eq!(v["code"], "SUCCESS", "{v}");
     h.shutdown().await;
 }
+
+/// `uninstallThenInstall` fetches and validates the new package before removing anything (a
+/// bad URL or a jar of another identity leaves the running version alone), and locks every
+/// version of the name while it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uninstall_then_install_fetches_first_and_locks_the_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let jars = tmp.path().join("jars");
+    std::fs::create_dir_all(&jars).unwrap();
+    let mut h = start_agent(&tmp.path().join("work"), &[]).await;
+    let v1 = jar(&jars, "biz-u", "1.0.0", &[Behaviour::StayUp]);
+    let v = h
+        .call("installBiz", install_body("biz-u", "1.0.0", &v1))
+        .await;
+    assert_eq!(v["code"], "SUCCESS", "{v}");
+    let running = [(
+        "biz-u".to_owned(),
+        "1.0.0".to_owned(),
+        "activated".to_owned(),
+    )];
+    let uti = |version: &str, url: &str| {
+        let mut b = install_body("biz-u", version, url);
+        b["installStrategy"] = json!("uninstallThenInstall");
+        b
+    };
+
+    let missing = file_url(&jars.join("missing.jar"));
+    let v = h.call("installBiz", uti("2.0.0", &missing)).await;
+    assert_eq!(v["code"], "CMD_PROCESS_INTERNAL_ERROR", "{v}");
+    assert_eq!(
+        states(&h.list().await),
+        running,
+        "a bad URL removed nothing"
+    );
+
+    let other = jar(&jars, "biz-u", "3.0.0", &[Behaviour::StayUp]);
+    let v = h.call("installBiz", uti("2.0.0", &other)).await;
+    assert_eq!(v["code"], "CMD_PROCESS_INTERNAL_ERROR", "{v}");
+    let msg = v["message"].as_str().unwrap();
+    assert!(
+        msg.contains("biz-u:2.0.0")
+            && msg.contains("biz-u:3.0.0")
+            && msg.contains("does not match"),
+        "{msg}"
+    );
+    assert_eq!(
+        states(&h.list().await),
+        running,
+        "a jar of another identity removed nothing"
+    );
+    assert_eq!(
+        jar_count(&h.packages_dir()),
+        1,
+        "the refused package is not kept"
+    );
+
+    // While it runs, a command on any version of the name is a conflict.
+    let slow = jar(
+        &jars,
+        "biz-u",
+        "2.0.0",
+        &[
+            Behaviour::SlowReady(Duration::from_millis(1500)),
+            Behaviour::StayUp,
+        ],
+    );
+    let mut req = uti("2.0.0", &slow);
+    req["envs"] = json!({"koupleless.agent.ready.log": koupleless_testkit::READY_LINE});
+    req["async"] = json!(true);
+    req["requestId"] = json!("uti-1");
+    assert_eq!(h.call("installBiz", req).await["code"], "SUCCESS");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let h = &h;
+            async move {
+                h.call("queryBizOps", json!({"requestId":"uti-1"})).await["data"]["status"]
+                    == "EXECUTING"
+            }
+        })
+        .await
+    );
+    let v = h
+        .call(
+            "uninstallBiz",
+            json!({"bizName":"biz-u","bizVersion":"1.0.0"}),
+        )
+        .await;
+    assert_eq!(
+        v["message"],
+        "FAILED:biz-u:1.0.0 uninstallBiz conflict, exist unfinished command(installBiz) for this biz",
+        "{v}"
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let h = &h;
+            async move {
+                h.call("queryBizOps", json!({"requestId":"uti-1"})).await["data"]["status"]
+                    == "SUCCEEDED"
+            }
+        })
+        .await
+    );
+    assert_eq!(
+        states(&h.list().await),
+        [("biz-u".into(), "2.0.0".into(), "activated".into())]
+    );
+    h.shutdown().await;
+}

@@ -289,6 +289,8 @@ pub enum SwitchOutcome {
 struct State {
     modules: BTreeMap<BizKey, Module>,
     locks: HashMap<String, CommandId>,
+    /// Names locked as a whole (every version), by `uninstallThenInstall`.
+    name_locks: HashMap<String, CommandId>,
     ops: OpsTable,
 }
 
@@ -320,12 +322,54 @@ impl<B> Clone for Engine<B> {
 pub struct LockGuard<B: RuntimeBackend> {
     engine: Engine<B>,
     key: String,
+    whole_name: bool,
 }
 
 impl<B: RuntimeBackend> Drop for LockGuard<B> {
     fn drop(&mut self) {
-        self.engine.state().locks.remove(&self.key);
+        let mut st = self.engine.state();
+        if self.whole_name {
+            st.name_locks.remove(&self.key);
+        } else {
+            st.locks.remove(&self.key);
+        }
     }
+}
+
+/// What a biz-ops command locks: upstream's `name:version` key, or every version of a name
+/// (`uninstallThenInstall` removes them all, so a concurrent command on any version of that
+/// name must wait).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockScope {
+    /// The `name:version` key, also what a conflict message names.
+    pub key: String,
+    /// `Some(name)`: lock every version of `name`.
+    pub whole_name: Option<String>,
+}
+
+impl LockScope {
+    /// One `name:version`.
+    pub fn key(key: String) -> Self {
+        LockScope {
+            key,
+            whole_name: None,
+        }
+    }
+
+    /// Every version of `name`; `key` is the request's `name:version`, for messages.
+    pub fn name(name: String, key: String) -> Self {
+        LockScope {
+            key,
+            whole_name: Some(name),
+        }
+    }
+}
+
+/// Whether lock key `key` (`name:version`) belongs to `name`. Compared as a prefix, so a name
+/// containing `:` is never missed (at worst a lock is shared more widely than needed).
+fn key_of_name(key: &str, name: &str) -> bool {
+    key.strip_prefix(name)
+        .is_some_and(|rest| rest.starts_with(':'))
 }
 
 /// Upstream's lock key: Java string concatenation, so a missing part is the literal `null`.
@@ -357,6 +401,7 @@ impl<B: RuntimeBackend> Engine<B> {
                 state: Mutex::new(State {
                     modules: BTreeMap::new(),
                     locks: HashMap::new(),
+                    name_locks: HashMap::new(),
                     ops: OpsTable::new(retention),
                 }),
                 metaspace,
@@ -400,15 +445,52 @@ impl<B: RuntimeBackend> Engine<B> {
 
     /// Takes the lock `key` for `cmd`, or names the command holding it.
     pub fn try_lock(&self, key: String, cmd: CommandId) -> Result<LockGuard<B>, CommandId> {
+        self.try_lock_scope(&LockScope::key(key), cmd)
+    }
+
+    /// Takes the lock `scope` for `cmd`, or names the command holding a conflicting one: a
+    /// whole-name lock conflicts with every `name:version` lock of that name, and the reverse.
+    pub fn try_lock_scope(
+        &self,
+        scope: &LockScope,
+        cmd: CommandId,
+    ) -> Result<LockGuard<B>, CommandId> {
         let mut st = self.state();
-        if let Some(running) = st.locks.get(&key) {
-            return Err(*running);
+        match &scope.whole_name {
+            None => {
+                let key = &scope.key;
+                if let Some(running) = st.locks.get(key).or_else(|| {
+                    st.name_locks
+                        .iter()
+                        .find(|(n, _)| key_of_name(key, n))
+                        .map(|(_, c)| c)
+                }) {
+                    return Err(*running);
+                }
+                st.locks.insert(key.clone(), cmd);
+                Ok(LockGuard {
+                    engine: self.clone(),
+                    key: key.clone(),
+                    whole_name: false,
+                })
+            }
+            Some(name) => {
+                if let Some(running) = st.name_locks.get(name).or_else(|| {
+                    st.locks
+                        .iter()
+                        .find(|(k, _)| key_of_name(k, name))
+                        .map(|(_, c)| c)
+                }) {
+                    return Err(*running);
+                }
+                st.name_locks.insert(name.clone(), cmd);
+                Ok(LockGuard {
+                    engine: self.clone(),
+                    key: name.clone(),
+                    whole_name: true,
+                })
+            }
         }
-        st.locks.insert(key.clone(), cmd);
-        Ok(LockGuard {
-            engine: self.clone(),
-            key,
-        })
     }
 
     /// A fresh worker name for an async record (`threadName`).
