@@ -944,3 +944,92 @@ fn missing_jdk_fails_when_tools_are_required() {
         "{out}{err}"
     );
 }
+
+/// A sampler for `jvm` with attach on, every sample attempting it, and a short attach timeout.
+fn attaching_sampler(jvm: &Jvm) -> HealthSampler {
+    HealthSampler::new(HealthConfig {
+        main_class_pattern: Some(format!("^Fixture {}$", regex_escape(&jvm.token))),
+        attach: true,
+        attach_min_interval: Duration::ZERO,
+        attach_timeout: Duration::from_secs(1),
+        sample_interval: Duration::from_millis(100),
+        ..HealthConfig::default()
+    })
+}
+
+fn thread_dumps(jvm: &mut Jvm) -> usize {
+    // A round trip after the last attempt: a dump it caused has been printed by now.
+    jvm.cmd("gc");
+    jvm.drain_output()
+        .iter()
+        .filter(|l| l.contains("Full thread dump"))
+        .count()
+}
+
+/// Attach disabled through `JAVA_TOOL_OPTIONS` (not on the command line) with hsperfdata off,
+/// so neither the command line nor `sun.rt.jvmCapabilities` shows it: the sampler reads the
+/// option variables from `/proc/<pid>/environ` and never signals the JVM (each SIGQUIT would
+/// print a thread dump into the application's log), and says why attach is off.
+#[test]
+fn attach_disabled_in_java_tool_options_is_never_signalled() {
+    let Some(mut jvm) = Jvm::start(
+        &["-Xmx64m", "-XX:+UseSerialGC", "-XX:-UsePerfData"],
+        &token("jto-noattach"),
+        &[("JAVA_TOOL_OPTIONS", "-XX:+DisableAttachMechanism")],
+    ) else {
+        return;
+    };
+    let s = attaching_sampler(&jvm);
+    let mut last = None;
+    for _ in 0..4 {
+        last = Some(s.sample_now());
+    }
+    let h = last.unwrap();
+    assert!(h.jvm_alive);
+    assert!(
+        h.attach_off
+            .as_deref()
+            .is_some_and(|r| r.contains("DisableAttachMechanism")),
+        "{:?}",
+        h.attach_off
+    );
+    assert_eq!(thread_dumps(&mut jvm), 0, "the JVM was signalled");
+    assert!(!Path::new(&format!("/tmp/.java_pid{}", jvm.pid)).exists());
+}
+
+/// Attach disabled where the agent cannot see it (a `-XX:Flags=` file) and hsperfdata off:
+/// after two attempts whose listener never started the sampler stops attaching to that JVM,
+/// so it prints at most two thread dumps however long it runs, and the health says why.
+#[test]
+fn attach_stops_after_two_timeouts() {
+    let flags = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(flags.path(), "+DisableAttachMechanism\n").unwrap();
+    let flags_opt = format!("-XX:Flags={}", flags.path().display());
+    let Some(mut jvm) = Jvm::start(
+        &[
+            "-Xmx64m",
+            "-XX:+UseSerialGC",
+            "-XX:-UsePerfData",
+            &flags_opt,
+        ],
+        &token("hidden-noattach"),
+        &[],
+    ) else {
+        return;
+    };
+    let s = attaching_sampler(&jvm);
+    let mut last = None;
+    for _ in 0..6 {
+        last = Some(s.sample_now());
+    }
+    let h = last.unwrap();
+    assert!(h.jvm_alive);
+    let reason = h.attach_off.expect("attach is off, with a reason");
+    assert!(
+        reason.contains("2 attempts") && reason.contains("until it restarts"),
+        "{reason}"
+    );
+    // At least one: the attempts were real and signalled; at most two: then it stopped.
+    let dumps = thread_dumps(&mut jvm);
+    assert!((1..=2).contains(&dumps), "{dumps} thread dumps");
+}

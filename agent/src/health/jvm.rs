@@ -170,6 +170,44 @@ pub fn bool_flag(vm_args: &str, name: &str) -> Option<bool> {
         .next_back()
 }
 
+/// Environment variables HotSpot (or the `java` launcher) reads options from, in the order
+/// they apply: `JAVA_TOOL_OPTIONS` first, then `JDK_JAVA_OPTIONS` (inserted before the
+/// command line's options), then the command line, then `_JAVA_OPTIONS` (last, overrides).
+const OPTION_ENVS_BEFORE_CMDLINE: [&str; 2] = ["JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS"];
+const OPTION_ENV_AFTER_CMDLINE: &str = "_JAVA_OPTIONS";
+
+/// The value of boolean `-XX:` flag `name` as the JVM resolves it from its command line
+/// (`/proc/<pid>/cmdline`, space-joined) and its environment (`/proc/<pid>/environ`,
+/// NUL-separated `KEY=value`): the last setting in application order wins. `None` when no
+/// source sets it. A flag set only in `JAVA_TOOL_OPTIONS` is invisible on the command line,
+/// which is how a JVM with attach disabled there would otherwise be signalled. Pure.
+pub fn bool_flag_with_env(
+    cmdline: Option<&str>,
+    environ: Option<&[u8]>,
+    name: &str,
+) -> Option<bool> {
+    let env_value = |key: &str| -> Option<String> {
+        environ?
+            .split(|b| *b == 0)
+            .filter_map(|kv| std::str::from_utf8(kv).ok())
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v.to_owned())
+            .next_back()
+    };
+    let mut sources: Vec<Option<String>> = OPTION_ENVS_BEFORE_CMDLINE
+        .iter()
+        .map(|k| env_value(k))
+        .collect();
+    sources.push(cmdline.map(str::to_owned));
+    sources.push(env_value(OPTION_ENV_AFTER_CMDLINE));
+    sources
+        .iter()
+        .flatten()
+        .filter_map(|text| bool_flag(text, name))
+        .next_back()
+}
+
 /// `-Xms` / `-XX:InitialHeapSize=` from the JVM arguments.
 pub fn initial_heap_from_args(vm_args: &str) -> Option<u64> {
     vm_args
@@ -456,6 +494,42 @@ fn max_non_heap(inp: &Inputs<'_>, meta_max: i64, code: Option<&CodeCache>) -> i6
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn flags_from_the_environment_apply_in_jvm_order() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<u8> {
+            pairs
+                .iter()
+                .flat_map(|(k, v)| format!("{k}={v}\0").into_bytes())
+                .collect()
+        };
+        let f = |cmd: Option<&str>, e: &[u8]| {
+            bool_flag_with_env(cmd, Some(e), "DisableAttachMechanism")
+        };
+        let tool = env(&[
+            ("PATH", "/bin"),
+            ("JAVA_TOOL_OPTIONS", "-Xmx1g -XX:+DisableAttachMechanism"),
+        ]);
+        assert_eq!(f(Some("java -cp x Main"), &tool), Some(true));
+        assert_eq!(
+            f(Some("java -XX:-DisableAttachMechanism Main"), &tool),
+            Some(false),
+            "the command line comes later"
+        );
+        let late = env(&[("_JAVA_OPTIONS", "-XX:+DisableAttachMechanism")]);
+        assert_eq!(
+            f(Some("java -XX:-DisableAttachMechanism Main"), &late),
+            Some(true),
+            "_JAVA_OPTIONS comes last"
+        );
+        let jdk = env(&[("JDK_JAVA_OPTIONS", "-XX:+DisableAttachMechanism")]);
+        assert_eq!(f(None, &jdk), Some(true));
+        assert_eq!(f(Some("java Main"), &env(&[("HOME", "/root")])), None);
+        assert_eq!(
+            bool_flag_with_env(Some("java Main"), None, "DisableAttachMechanism"),
+            None
+        );
+    }
     use super::*;
     use crate::health::hsperf::{Generation, Pool, Space};
 

@@ -97,6 +97,9 @@ pub struct BaseHealth {
     /// Collections since the JVM started (all collectors), from hsperfdata; tells the age of
     /// metaspace values that come from the last GC.
     pub gc_count: Option<i64>,
+    /// Why attach is not used for the tracked JVM: disabled in it, not permitted, or given up
+    /// after timeouts until the JVM restarts. `None` while attach works or is not configured.
+    pub attach_off: Option<String>,
     /// Where `java used/committed metaspace` come from.
     pub metaspace_source: MetaspaceSource,
 }

@@ -70,6 +70,8 @@ struct Tracked {
     attach: AttachData,
     attach_last: Option<Instant>,
     attach_off: Option<String>,
+    /// Attach rounds that timed out waiting for the listener (each one sent a SIGQUIT).
+    attach_timeouts: u32,
     /// Last `sun.os.hrt.ticks` value and when it was first seen.
     progress: Option<(i64, Instant)>,
     hung_for: Option<Duration>,
@@ -86,6 +88,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain data behind, still usable.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Attach rounds that may time out (each sends one SIGQUIT) before attach is turned off for
+/// a JVM.
+const ATTACH_TIMEOUTS_BEFORE_OFF: u32 = 2;
 
 impl HealthSampler {
     /// Creates a sampler; nothing is read until [`run`](Self::run) or [`latest`](Self::latest).
@@ -111,6 +117,7 @@ impl HealthSampler {
             problem: Some("not sampled yet".to_owned()),
             gc_count: None,
             metaspace_source: MetaspaceSource::Unknown,
+            attach_off: None,
         };
         HealthSampler {
             inner: Arc::new(Inner {
@@ -311,6 +318,7 @@ impl Inner {
                     attach: AttachData::default(),
                     attach_last: None,
                     attach_off: None,
+                    attach_timeouts: 0,
                     progress: None,
                     hung_for: None,
                 });
@@ -409,11 +417,18 @@ impl Inner {
         let disabled = match &t.perf {
             Some(p) => p.attach_supported() == Some(false),
             None => {
-                t.jvm
-                    .cmdline
-                    .as_deref()
-                    .and_then(|c| jvm::bool_flag(c, "DisableAttachMechanism"))
-                    == Some(true)
+                // Without hsperfdata the options are all there is: the command line and the
+                // option variables in the environment (`JAVA_TOOL_OPTIONS` is not on the
+                // command line, and signalling a JVM that disabled attach there dumps its
+                // threads into the application log on every attempt).
+                let environ = t.jvm.host_pid.and_then(|p| {
+                    std::fs::read(self.cfg.proc_root.join(p.to_string()).join("environ")).ok()
+                });
+                jvm::bool_flag_with_env(
+                    t.jvm.cmdline.as_deref(),
+                    environ.as_deref(),
+                    "DisableAttachMechanism",
+                ) == Some(true)
             }
         };
         if disabled {
@@ -461,7 +476,25 @@ impl Inner {
         match result {
             Ok(()) => tracing::debug!(jvm = %describe(&t.jvm), "attach sample taken"),
             Err(e) if e.is_permanent() => self.attach_off(t, &e),
+            // A listener that never starts after a SIGQUIT means the JVM disabled attach in a
+            // way we cannot see (e.g. a flags file) and printed a thread dump instead: every
+            // further try would print another. Two tries, then leave this JVM alone until it
+            // restarts (a new JVM is tracked afresh).
+            Err(e @ AttachError::Timeout(_))
+                if t.attach_timeouts + 1 >= ATTACH_TIMEOUTS_BEFORE_OFF =>
+            {
+                t.attach_timeouts += 1;
+                let reason = format!(
+                    "{e} on {} attempts; attach stays off for this JVM until it restarts, since each attempt sends a SIGQUIT, which a JVM with attach disabled answers with a thread dump",
+                    t.attach_timeouts
+                );
+                tracing::warn!(jvm = %describe(&t.jvm), "attach not possible ({reason}); using hsperfdata only for this JVM");
+                t.attach_off = Some(reason);
+            }
             Err(e) => {
+                if matches!(e, AttachError::Timeout(_)) {
+                    t.attach_timeouts += 1;
+                }
                 tracing::warn!(jvm = %describe(&t.jvm), error = %e, "attach failed; using hsperfdata, will retry")
             }
         }
@@ -498,6 +531,7 @@ impl Inner {
                 ),
                 gc_count: None,
                 metaspace_source: MetaspaceSource::Unknown,
+                attach_off: None,
             },
             Some(t) => {
                 let mut facts = t.facts.clone();
@@ -530,6 +564,7 @@ impl Inner {
                         self.cfg.attach.then_some(t.attach.live.as_ref()).flatten(),
                     )
                     .2,
+                    attach_off: self.cfg.attach.then(|| t.attach_off.clone()).flatten(),
                 }
             }
         };
