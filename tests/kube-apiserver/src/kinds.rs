@@ -151,7 +151,8 @@ pub fn apply_defaults(def: &ResourceDef, obj: &mut Value) {
         | Storage::Roles
         | Storage::RoleBindings
         | Storage::ClusterRoles
-        | Storage::ClusterRoleBindings => {}
+        | Storage::ClusterRoleBindings
+        | Storage::ControllerRevisions => {}
     }
 }
 
@@ -294,7 +295,8 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value, st: &mut State) {
         | Storage::Roles
         | Storage::RoleBindings
         | Storage::ClusterRoles
-        | Storage::ClusterRoleBindings => {}
+        | Storage::ClusterRoleBindings
+        | Storage::ControllerRevisions => {}
     }
     if def.has_generation {
         obj["metadata"]["generation"] = json!(1);
@@ -520,6 +522,21 @@ pub fn validate(def: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Caus
             &obj["rules"],
             def.storage == Storage::Roles,
         )),
+        Storage::ControllerRevisions => {
+            // ValidateControllerRevision: revision >= 0, data immutable
+            if obj["revision"].as_i64().is_some_and(|r| r < 0) {
+                errs.push(invalid_value(
+                    "revision",
+                    &obj["revision"],
+                    "must be greater than or equal to 0",
+                ));
+            }
+            if let Some(old) = old
+                && old["data"] != obj["data"]
+            {
+                errs.push(invalid_value("data", &obj["data"], "field is immutable"));
+            }
+        }
         Storage::RoleBindings | Storage::ClusterRoleBindings => {
             errs.extend(crate::rbac::validate_binding(def.storage, obj, old))
         }

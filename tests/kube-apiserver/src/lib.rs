@@ -29,7 +29,8 @@
 //! - Resources: core/v1 `nodes` (+status), `pods` (+status, +binding,
 //!   +eviction), `namespaces` (+status, +finalize), `events`, `services`
 //!   (+status), `configmaps`, `secrets`; apps/v1 `deployments`,
-//!   `replicasets` (each +status, +scale), `daemonsets` (+status);
+//!   `replicasets` (each +status, +scale), `daemonsets` (+status),
+//!   `controllerrevisions`;
 //!   coordination.k8s.io/v1 `leases`; core/v1 `serviceaccounts` and
 //!   rbac.authorization.k8s.io/v1 `roles`, `rolebindings`, `clusterroles`,
 //!   `clusterrolebindings` (stored always, enforced with [`Config::rbac`]); events.k8s.io/v1 `events` (the same
@@ -182,7 +183,7 @@
 //! bearer tokens, RBAC and HTTPS (see [`rbac`], [`tls`]), no YAML responses, no CRDs, no OpenAPI schemas (`kubectl
 //! explain` fails), no `kubectl logs/exec/port-forward` (the pod
 //! subresources are 404). Kinds it does not store (StatefulSets, Jobs,
-//! ControllerRevisions, HorizontalPodAutoscalers, ...) are 404, as an unknown resource is on the real
+//! HorizontalPodAutoscalers, ...) are 404, as an unknown resource is on the real
 //! server.
 //!
 //! # kubectl
@@ -202,8 +203,9 @@
 //! `--current-replicas`), `rollout history|undo|restart|pause|resume|status`
 //! of deployments (history and undo read the ReplicaSets a deployment
 //! controller makes, and status waits for the status one writes: this
-//! server alone writes neither; for daemon sets they need
-//! ControllerRevisions, which are not stored), `cordon`,
+//! server alone writes neither; for daemon sets they read the
+//! ControllerRevisions (apps/v1, stored) the test cluster's DaemonSet
+//! controller writes), `cordon`,
 //! `uncordon` and `drain` (`--ignore-daemonsets`; eviction, or
 //! `--disable-eviction` deletes with protobuf DeleteOptions). `kubectl
 //! explain` fails because there are no schemas; `logs`, `exec`,

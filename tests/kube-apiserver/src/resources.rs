@@ -40,6 +40,8 @@ pub enum Storage {
     ClusterRoles,
     /// clusterrolebindings
     ClusterRoleBindings,
+    /// controllerrevisions (apps)
+    ControllerRevisions,
 }
 
 /// One served resource (group/version/plural).
@@ -316,6 +318,23 @@ pub static RESOURCES: &[ResourceDef] = &[
         has_generation: true,
         return_deleted_object: false,
         storage: Storage::DaemonSets,
+        verbs: ALL_VERBS,
+        fields: &[],
+    },
+    ResourceDef {
+        group: "apps",
+        version: "v1",
+        plural: "controllerrevisions",
+        singular: "controllerrevision",
+        kind: "ControllerRevision",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        has_status: false,
+        create_on_update: false,
+        has_generation: false,
+        return_deleted_object: false,
+        storage: Storage::ControllerRevisions,
         verbs: ALL_VERBS,
         fields: &[],
     },

@@ -472,6 +472,18 @@ fn columns(def: &ResourceDef) -> Vec<Value> {
             ),
             age,
         ],
+        Storage::ControllerRevisions => vec![
+            name,
+            col("Controller", "string", "", 0, "Controller of the object"),
+            col(
+                "Revision",
+                "integer",
+                "",
+                0,
+                "Revision indicates the revision of the state represented by Data.",
+            ),
+            age,
+        ],
         Storage::ServiceAccounts => vec![
             name,
             col(
@@ -964,6 +976,27 @@ fn cells(def: &ResourceDef, o: &Value) -> Vec<Value> {
                 json!(count("data") + count("binaryData")),
                 json!(created),
             ]
+        }
+        Storage::ControllerRevisions => {
+            let controller = o["metadata"]["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["controller"] == true)
+                .map(|r| {
+                    let group = r["apiVersion"]
+                        .as_str()
+                        .and_then(|a| a.split_once('/'))
+                        .map(|(g, _)| format!(".{g}"))
+                        .unwrap_or_default();
+                    format!(
+                        "{}{group}/{}",
+                        r["kind"].as_str().unwrap_or_default().to_lowercase(),
+                        r["name"].as_str().unwrap_or_default()
+                    )
+                })
+                .unwrap_or_else(|| "<none>".into());
+            vec![name, json!(controller), int(&o["revision"]), json!(created)]
         }
         Storage::ServiceAccounts => vec![
             name,

@@ -192,6 +192,7 @@ fn typed(def: &ResourceDef, v: &Value) -> Result<Value, DecodeError> {
             roundtrip::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(v)
         }
         Storage::ServiceAccounts => roundtrip::<core::ServiceAccount>(v),
+        Storage::ControllerRevisions => roundtrip::<apps::ControllerRevision>(v),
         Storage::Roles => roundtrip::<rbac::Role>(v),
         Storage::RoleBindings => roundtrip::<rbac::RoleBinding>(v),
         Storage::ClusterRoles => roundtrip::<rbac::ClusterRole>(v),

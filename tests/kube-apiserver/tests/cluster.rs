@@ -6,7 +6,7 @@
 mod cluster_common;
 
 use cluster_common::*;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
@@ -836,6 +836,95 @@ async fn daemonset_follows_nodes_and_rolls() {
                 == Some("https://example.com/biz1-0.0.2-ark-biz.jar")),
         "{pods:?}"
     );
+    // history: one ControllerRevision per template, as upstream
+    let revisions = || async {
+        let revs: Api<ControllerRevision> = env.api();
+        let mut v: Vec<(i64, String)> = revs
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|r| {
+                let image = r.data.as_ref().and_then(|d| {
+                    d.0.pointer("/spec/template/spec/containers/0/image")
+                        .and_then(|v| v.as_str())
+                        .map(|s| s.to_string())
+                });
+                (r.revision, image.unwrap_or_default())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    eventually("two revisions", || async { revisions().await.len() == 2 }).await;
+    let history = env
+        .kubectl_ok(
+            &["rollout", "history", "daemonset/test-module-daemon-set"],
+            None,
+        )
+        .await;
+    let rows: Vec<Vec<&str>> = history
+        .lines()
+        .skip_while(|l| !l.starts_with("REVISION"))
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows, [["1", "<none>"], ["2", "<none>"]], "{history}");
+    let one = env
+        .kubectl_ok(
+            &[
+                "rollout",
+                "history",
+                "daemonset/test-module-daemon-set",
+                "--revision=1",
+            ],
+            None,
+        )
+        .await;
+    assert!(one.contains("biz1-0.0.1-ark-biz.jar"), "{one}");
+    // undo: the old template comes back and its revision becomes the newest
+    env.kubectl_ok(
+        &["rollout", "undo", "daemonset/test-module-daemon-set"],
+        None,
+    )
+    .await;
+    env.kubectl_ok(
+        &[
+            "rollout",
+            "status",
+            "daemonset/test-module-daemon-set",
+            "--timeout=30s",
+        ],
+        None,
+    )
+    .await;
+    eventually("rolled back pods", || async {
+        let pods = pods_with(&env, sel).await;
+        pods.len() == 2
+            && pods.iter().all(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.spec.as_ref().unwrap().containers[0].image.as_deref()
+                        == Some("https://example.com/biz1-0.0.1-ark-biz.jar")
+            })
+    })
+    .await;
+    eventually("revision 1 renumbered 3", || async {
+        revisions().await
+            == [
+                (2, "https://example.com/biz1-0.0.2-ark-biz.jar".to_string()),
+                (3, "https://example.com/biz1-0.0.1-ark-biz.jar".to_string()),
+            ]
+    })
+    .await;
+    // deleting the DaemonSet collects its history too
+    env.kubectl_ok(&["delete", "daemonset", "test-module-daemon-set"], None)
+        .await;
+    eventually("revisions collected", || async {
+        revisions().await.is_empty()
+    })
+    .await;
     kubelet.stop().await;
     env.shutdown().await;
 }

@@ -42,6 +42,8 @@ ROOTS = [
     "api.rbac.v1.Role", "api.rbac.v1.RoleList", "api.rbac.v1.RoleBinding",
     "api.rbac.v1.RoleBindingList", "api.rbac.v1.ClusterRole", "api.rbac.v1.ClusterRoleList",
     "api.rbac.v1.ClusterRoleBinding", "api.rbac.v1.ClusterRoleBindingList",
+    # data (a RawExtension) set to FieldsV1's JSON-bytes form by hand
+    "api.apps.v1.ControllerRevision", "api.apps.v1.ControllerRevisionList",
     # access reviews (kubectl auth can-i); `extra` and the selector attributes left out by hand
     "api.authorization.v1.SubjectAccessReview", "api.authorization.v1.SelfSubjectAccessReview",
 ]

@@ -4,18 +4,22 @@
 //! required node affinity on `metadata.name` so the scheduler binds it
 //! there; deleted when the Node stops matching (a NoExecute taint it does
 //! not tolerate, a label change); RollingUpdate with maxUnavailable
-//! (rounded up, as upstream) or OnDelete; status.
+//! (rounded up, as upstream) or OnDelete; status; ControllerRevisions
+//! (`<ds>-<hash>`, `data` the patch that restores the template, revision
+//! numbers, a rolled-back revision renumbered as the newest, history
+//! limited to `revisionHistoryLimit`), so `kubectl rollout history|undo
+//! daemonset` work.
 
 use super::replicaset::{controller_reference, create_pod, delete_pod};
 use super::scheduling::{is_scheduling_effect, node_affinity_matches, untolerated};
 use super::util::{self, controlled_by, is_pod_available, is_pod_ready, scaled_value};
 use super::{Caches, Ctx, Error, Expectations, Pending, is_code, lookup_in, record_event, rv_of};
 use futures::future::BoxFuture;
-use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, Toleration};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -28,11 +32,22 @@ pub const COMPONENT: &str = "daemonset-controller";
 /// The label with the template hash of a daemon Pod.
 pub const REVISION_HASH: &str = "controller-revision-hash";
 
+/// A ControllerRevision's `data`: the strategic merge patch that puts this
+/// template back (upstream's `getPatch`, what `kubectl rollout undo` sends).
+pub fn history_patch(template: &serde_json::Value) -> serde_json::Value {
+    let mut t = template.clone();
+    if let Some(m) = t.as_object_mut() {
+        m.insert("$patch".into(), json!("replace"));
+    }
+    json!({"spec": {"template": t}})
+}
+
 struct State {
     ctx: Ctx,
     dss: Store<DaemonSet>,
     nodes: Store<Node>,
     pods: Store<Pod>,
+    revs: Store<ControllerRevision>,
     exp: Expectations,
 }
 
@@ -42,9 +57,11 @@ pub(crate) async fn run(ctx: Ctx, cancel: CancellationToken) {
     let dss = caches.watch::<DaemonSet>(&ctx.client);
     let nodes = caches.watch::<Node>(&ctx.client);
     let pods = caches.watch::<Pod>(&ctx.client);
+    let revs = caches.watch::<ControllerRevision>(&ctx.client);
     if !super::ready(&[&dss], &cancel).await
         || !super::ready(&[&nodes], &cancel).await
         || !super::ready(&[&pods], &cancel).await
+        || !super::ready(&[&revs], &cancel).await
     {
         return;
     }
@@ -53,6 +70,7 @@ pub(crate) async fn run(ctx: Ctx, cancel: CancellationToken) {
         dss,
         nodes,
         pods,
+        revs,
         exp: Expectations::default(),
     };
     caches.drive(COMPONENT, cancel, st).await;
@@ -257,6 +275,9 @@ impl State {
         let settled = self.exp.satisfied(&uid, &lookup);
         let now = util::now_ms();
         let min_ready = spec.min_ready_seconds.unwrap_or(0);
+        if ds.metadata.deletion_timestamp.is_none() {
+            self.sync_history(ds, &hash, &by_node).await?;
+        }
         if settled && ds.metadata.deletion_timestamp.is_none() {
             let mut create: Vec<String> = Vec::new();
             let mut delete: Vec<&Pod> = Vec::new();
@@ -451,6 +472,102 @@ impl State {
             }
         }
         Ok(next)
+    }
+
+    /// Upstream's `constructHistory` + `cleanupHistory`: the revision of
+    /// the current template exists and is the newest; old ones beyond
+    /// `revisionHistoryLimit` that no Pod runs are deleted.
+    async fn sync_history(
+        &mut self,
+        ds: &DaemonSet,
+        hash: &str,
+        by_node: &BTreeMap<String, Vec<&Arc<Pod>>>,
+    ) -> Result<(), Error> {
+        let ns = ds.namespace().unwrap_or_default();
+        let uid = ds.uid().unwrap_or_default();
+        let Some(spec) = ds.spec.as_ref() else {
+            return Ok(());
+        };
+        let mut revs: Vec<Arc<ControllerRevision>> = self
+            .revs
+            .state()
+            .into_iter()
+            .filter(|r| {
+                r.namespace().as_deref() == Some(&ns)
+                    && controlled_by(r.metadata.owner_references.as_ref(), &uid)
+            })
+            .collect();
+        revs.sort_by_key(|r| (r.revision, r.name_any()));
+        let max = revs.iter().map(|r| r.revision).max().unwrap_or(0);
+        let name = format!("{}-{hash}", ds.name_any());
+        let api: Api<ControllerRevision> = Api::namespaced(self.ctx.client.clone(), &ns);
+        match revs.iter().find(|r| r.name_any() == name) {
+            // rolled back to an old template: that revision becomes the newest
+            Some(cur) if cur.revision < max => {
+                api.patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"revision": max + 1})),
+                )
+                .await?;
+            }
+            Some(_) => {}
+            None => {
+                let mut labels = spec
+                    .template
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.labels.clone())
+                    .unwrap_or_default();
+                labels.insert(REVISION_HASH.into(), hash.to_string());
+                let rev = ControllerRevision {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(name.clone()),
+                        namespace: Some(ns.clone()),
+                        labels: Some(labels),
+                        annotations: ds.metadata.annotations.clone(),
+                        owner_references: Some(vec![controller_reference(ds)]),
+                        ..Default::default()
+                    },
+                    data: Some(k8s_openapi::apimachinery::pkg::runtime::RawExtension(
+                        history_patch(&serde_json::to_value(&spec.template)?),
+                    )),
+                    revision: max + 1,
+                };
+                match api.create(&PostParams::default(), &rev).await {
+                    // the cache has not seen our own earlier create yet
+                    Err(e) if is_code(&e, 409) => {}
+                    other => {
+                        other?;
+                    }
+                }
+            }
+        }
+        let in_use: Vec<&str> = by_node
+            .values()
+            .flatten()
+            .filter_map(|p| p.labels().get(REVISION_HASH).map(String::as_str))
+            .collect();
+        let old: Vec<&Arc<ControllerRevision>> = revs
+            .iter()
+            .filter(|r| {
+                r.name_any() != name
+                    && !r
+                        .labels()
+                        .get(REVISION_HASH)
+                        .is_some_and(|h| in_use.contains(&h.as_str()))
+            })
+            .collect();
+        let limit = spec.revision_history_limit.unwrap_or(10).max(0) as usize;
+        for r in old.iter().take(old.len().saturating_sub(limit)) {
+            match api.delete(&r.name_any(), &DeleteParams::default()).await {
+                Err(e) if is_code(&e, 404) => {}
+                other => {
+                    other?;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn delete(&mut self, ds: &DaemonSet, p: &Pod) -> Result<(), Error> {

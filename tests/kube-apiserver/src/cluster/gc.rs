@@ -1,5 +1,5 @@
-//! The garbage collector, for Pods, ReplicaSets, Deployments and
-//! DaemonSets: dependents whose owners are all gone are deleted
+//! The garbage collector, for Pods, ReplicaSets, Deployments,
+//! DaemonSets and ControllerRevisions: dependents whose owners are all gone are deleted
 //! (background propagation); an owner deleted in the foreground (the
 //! server adds the `foregroundDeletion` finalizer) has its dependents
 //! deleted and loses the finalizer once no blocking dependent is left; an
@@ -12,7 +12,7 @@
 
 use super::{Caches, Ctx, Error, is_code};
 use futures::future::BoxFuture;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
@@ -40,6 +40,8 @@ pub enum Kind {
     Deployment,
     /// apps/v1 DaemonSet.
     DaemonSet,
+    /// apps/v1 ControllerRevision (a DaemonSet's history).
+    ControllerRevision,
     /// core/v1 Node (owner only).
     Node,
 }
@@ -54,6 +56,7 @@ impl Kind {
             ("apps", "ReplicaSet") => Some(Kind::ReplicaSet),
             ("apps", "Deployment") => Some(Kind::Deployment),
             ("apps", "DaemonSet") => Some(Kind::DaemonSet),
+            ("apps", "ControllerRevision") => Some(Kind::ControllerRevision),
             _ => None,
         }
     }
@@ -64,6 +67,7 @@ impl Kind {
             Kind::ReplicaSet => ApiResource::erase::<ReplicaSet>(&()),
             Kind::Deployment => ApiResource::erase::<Deployment>(&()),
             Kind::DaemonSet => ApiResource::erase::<DaemonSet>(&()),
+            Kind::ControllerRevision => ApiResource::erase::<ControllerRevision>(&()),
             Kind::Node => ApiResource::erase::<Node>(&()),
         }
     }
@@ -164,6 +168,7 @@ struct State {
     rss: Store<ReplicaSet>,
     deploys: Store<Deployment>,
     dss: Store<DaemonSet>,
+    revs: Store<ControllerRevision>,
     nodes: Store<Node>,
     /// Pods seen bound to a missing Node, and since when.
     orphans: HashMap<String, Instant>,
@@ -176,11 +181,13 @@ pub(crate) async fn run(ctx: Ctx, cancel: CancellationToken) {
     let rss = caches.watch::<ReplicaSet>(&ctx.client);
     let deploys = caches.watch::<Deployment>(&ctx.client);
     let dss = caches.watch::<DaemonSet>(&ctx.client);
+    let revs = caches.watch::<ControllerRevision>(&ctx.client);
     let nodes = caches.watch::<Node>(&ctx.client);
     if !super::ready(&[&pods], &cancel).await
         || !super::ready(&[&rss], &cancel).await
         || !super::ready(&[&deploys], &cancel).await
         || !super::ready(&[&dss], &cancel).await
+        || !super::ready(&[&revs], &cancel).await
         || !super::ready(&[&nodes], &cancel).await
     {
         return;
@@ -191,6 +198,7 @@ pub(crate) async fn run(ctx: Ctx, cancel: CancellationToken) {
         rss,
         deploys,
         dss,
+        revs,
         nodes,
         orphans: HashMap::new(),
     };
@@ -229,6 +237,12 @@ impl State {
                 .state()
                 .iter()
                 .map(|o| item(Kind::DaemonSet, o.as_ref())),
+        );
+        v.extend(
+            self.revs
+                .state()
+                .iter()
+                .map(|o| item(Kind::ControllerRevision, o.as_ref())),
         );
         v.extend(
             self.nodes

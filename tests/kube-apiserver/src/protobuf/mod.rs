@@ -103,7 +103,8 @@ pub(crate) enum Special {
     Quantity,
     /// intstr.IntOrString.
     IntOrString,
-    /// meta/v1 FieldsV1 (managedFields): JSON bytes.
+    /// meta/v1 FieldsV1 (managedFields) and runtime.RawExtension
+    /// (ControllerRevision `data`): JSON bytes in field 1.
     FieldsV1,
 }
 

@@ -6,6 +6,31 @@ use super::{Card::*, Message, Special as Sp, Ty::*, f};
 /// Every message reachable from the stored kinds, sorted by name.
 pub(crate) static MESSAGES: &[Message] = &[
     Message {
+        name: "api.apps.v1.ControllerRevision",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+            ),
+            f(2, "data", One, Special(Sp::FieldsV1)),
+            f(3, "revision", Keep, I64),
+        ],
+    },
+    Message {
+        name: "api.apps.v1.ControllerRevisionList",
+        fields: &[
+            f(
+                1,
+                "metadata",
+                One,
+                Msg("apimachinery.pkg.apis.meta.v1.ListMeta"),
+            ),
+            f(2, "items", Many, Msg("api.apps.v1.ControllerRevision")),
+        ],
+    },
+    Message {
         name: "api.apps.v1.DaemonSet",
         fields: &[
             f(
