@@ -127,6 +127,14 @@ impl RuntimeBackend for AnyBackend {
         }
     }
 
+    fn log_source(&self, key: &crate::backend::BizKey) -> Option<crate::logs::LogSource> {
+        match self {
+            AnyBackend::Process(b) => b.log_source(key),
+            AnyBackend::ArkTelnet(b) => b.log_source(key),
+            AnyBackend::Arklet(b) => b.log_source(key),
+        }
+    }
+
     async fn shutdown(&self) {
         match self {
             AnyBackend::Process(b) => b.shutdown().await,
@@ -350,6 +358,7 @@ pub async fn start(cfg: Config) -> Result<Agent, StartError> {
         service: service.clone(),
         token: cfg.api_token.clone(),
         readiness,
+        base_log: cfg.base_log_file.clone(),
     };
     let addr = cfg.listen();
     let listener = tokio::net::TcpListener::bind(addr)

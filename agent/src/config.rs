@@ -77,6 +77,11 @@ pub struct Config {
     /// `127.0.0.1` beside a local controller).
     #[arg(long, env = "POD_IP")]
     pub local_ip: Option<String>,
+    /// The base's own log file (its stdout as a file, e.g. the container log), served by
+    /// `GET /logs/{name}/{version}` for modules that run inside the base JVM (ark-telnet and
+    /// arklet backends), where modules share the base's output.
+    #[arg(long, env = "KOUPLELESS_BASE_LOG_FILE")]
+    pub base_log_file: Option<PathBuf>,
     /// Base name (`baseMetadata.name`, `masterBizInfo.bizName`).
     #[arg(long, env = "KOUPLELESS_BASE_NAME", default_value = "base")]
     pub base_name: String,

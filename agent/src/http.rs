@@ -1,4 +1,5 @@
-//! The Arklet HTTP API (`POST /<command>` on port 1238), plus `GET /healthz` and `/readyz`.
+//! The Arklet HTTP API (`POST /<command>` on port 1238), plus `GET /healthz` and `/readyz`,
+//! and each module's log on `GET /logs/{bizName}/{bizVersion}` (see [`crate::logs`]).
 //!
 //! Differences from the Java server, all on purpose (spec protocol §2.1): malformed JSON, a
 //! JSON array and an oversized body get a JSON error promptly instead of a hang or a bare 413;
@@ -42,6 +43,9 @@ pub struct HttpState<B> {
     pub token: Option<String>,
     /// Readiness for `/readyz`.
     pub readiness: ReadinessProbe,
+    /// The base's own log, served for modules whose backend has no log of their own
+    /// (modules inside the base JVM share its output).
+    pub base_log: Option<std::path::PathBuf>,
 }
 
 impl<B> Clone for HttpState<B> {
@@ -50,6 +54,7 @@ impl<B> Clone for HttpState<B> {
             service: self.service.clone(),
             token: self.token.clone(),
             readiness: Arc::clone(&self.readiness),
+            base_log: self.base_log.clone(),
         }
     }
 }
@@ -57,7 +62,126 @@ impl<B> Clone for HttpState<B> {
 /// The router. Every path goes through one handler because the command id *is* the path,
 /// matched exactly (`/health/` is not `health`), as upstream.
 pub fn router<B: RuntimeBackend>(state: HttpState<B>) -> Router {
-    Router::new().fallback(handle::<B>).with_state(state)
+    Router::new()
+        .route(
+            "/logs/{name}/{version}",
+            axum::routing::get(module_log::<B>),
+        )
+        .fallback(handle::<B>)
+        .with_state(state)
+}
+
+/// Header saying whose output a log is: `module` (its own) or `base` (the whole base's,
+/// shared by every module in it).
+pub const LOG_SOURCE_HEADER: &str = "x-koupleless-log-source";
+
+fn unauthorized(identity: &str) -> Response {
+    let out = Outcome::Failed {
+        message: "missing or wrong bearer token".into(),
+        data: None,
+        code: ErrorCode::InvalidRequest,
+    };
+    let mut resp = envelope(StatusCode::UNAUTHORIZED, out, identity);
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
+fn log_error(status: StatusCode, message: String, identity: &str) -> Response {
+    let out = Outcome::Failed {
+        message,
+        data: None,
+        code: ErrorCode::InvalidRequest,
+    };
+    envelope(status, out, identity)
+}
+
+/// `GET /logs/{name}/{version}`: the module's log, streamed, with the kubelet's options.
+async fn module_log<B: RuntimeBackend>(
+    State(st): State<HttpState<B>>,
+    axum::extract::Path((name, version)): axum::extract::Path<(String, String)>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let identity = st.service.base_identity().to_owned();
+    if !authorized(&headers, st.token.as_deref()) {
+        return unauthorized(&identity);
+    }
+    let query = query.unwrap_or_default();
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let q = match crate::logs::LogQuery::parse(
+        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        std::time::SystemTime::now(),
+    ) {
+        Ok(q) => q,
+        Err(e) => return log_error(StatusCode::BAD_REQUEST, e.to_string(), &identity),
+    };
+    let key = crate::backend::BizKey::new(&name, &version);
+    let engine = st.service.engine().clone();
+    let exists = move || engine.modules().iter().any(|m| m.key == key);
+    if !exists() {
+        return log_error(
+            StatusCode::NOT_FOUND,
+            format!("no module {name}:{version} on this base"),
+            &identity,
+        );
+    }
+    let key = crate::backend::BizKey::new(&name, &version);
+    let source = st.service.engine().backend().log_source(&key).or_else(|| {
+        st.base_log
+            .clone()
+            .map(|path| crate::logs::LogSource { path, shared: true })
+    });
+    let Some(source) = source else {
+        return log_error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no log for {name}:{version}: this backend keeps no log per module; \
+                 give the agent --base-log-file to serve the base's"
+            ),
+            &identity,
+        );
+    };
+    if let Err(e) = std::fs::metadata(&source.path) {
+        return log_error(
+            StatusCode::NOT_FOUND,
+            format!("log {} of {name}:{version}: {e}", source.path.display()),
+            &identity,
+        );
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+    let path = source.path.clone();
+    let biz = format!("{name}:{version}");
+    // Blocking file reads (and the follow loop's waits) stay off the async workers; the
+    // thread ends when the client goes (the channel closes) or the module does, so no
+    // follower outlives its reader.
+    let reader = tx.clone();
+    let keep_following = move || !reader.is_closed() && exists();
+    tokio::task::spawn_blocking(move || {
+        let result =
+            crate::logs::stream(&path, &q, |b| tx.blocking_send(b).is_ok(), keep_following);
+        if let Err(e) = result {
+            tracing::warn!(%biz, error = %e, "module log stream ended");
+        }
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(Bytes::from(b)), rx))
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        LOG_SOURCE_HEADER,
+        HeaderValue::from_static(if source.shared { "base" } else { "module" }),
+    );
+    resp
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
@@ -119,15 +243,7 @@ async fn handle<B: RuntimeBackend>(State(st): State<HttpState<B>>, req: Request)
         return resp;
     }
     if !authorized(req.headers(), st.token.as_deref()) {
-        let out = Outcome::Failed {
-            message: "missing or wrong bearer token".into(),
-            data: None,
-            code: ErrorCode::InvalidRequest,
-        };
-        let mut resp = envelope(StatusCode::UNAUTHORIZED, out, &identity);
-        resp.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return resp;
+        return unauthorized(&identity);
     }
     let body: Bytes = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
         Ok(b) => b,

@@ -20,6 +20,7 @@ pub mod engine;
 pub mod health;
 pub mod health_cmd;
 pub mod http;
+pub mod logs;
 pub mod package;
 pub mod restore;
 pub mod service;

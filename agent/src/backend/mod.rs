@@ -152,4 +152,11 @@ pub trait RuntimeBackend: Send + Sync + 'static {
 
     /// Stops everything this backend started (agent shutdown). Adopted modules stay.
     fn shutdown(&self) -> impl Future<Output = ()> + Send;
+
+    /// Where `key`'s log is, if this backend knows a log for it (served on
+    /// `GET /logs/{name}/{version}`). Backends without one answer `None`.
+    fn log_source(&self, key: &BizKey) -> Option<crate::logs::LogSource> {
+        let _ = key;
+        None
+    }
 }

@@ -582,10 +582,22 @@ async fn supervise(
     exit_tx: watch::Sender<Option<String>>,
 ) {
     let group = pid_of(module.pid);
-    let (status, requested) = tokio::select! {
-        status = child.wait() => (status, false),
-        () = module.cancel.cancelled() => (terminate(&mut child, group, sup.grace, &module.key).await, true),
+    // The supervisor also notes the log's growth, so `GET /logs` can tell line times.
+    let mut clock = crate::logs::LogClock::new(&module.log);
+    let mut ticks = tokio::time::interval(crate::logs::CLOCK_PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (status, requested) = loop {
+        tokio::select! {
+            status = child.wait() => break (status, false),
+            () = module.cancel.cancelled() => break (terminate(&mut child, group, sup.grace, &module.key).await, true),
+            _ = ticks.tick() => {
+                if let Err(e) = clock.tick(std::time::SystemTime::now()) {
+                    tracing::debug!(biz = %module.key, error = %e, "cannot note the log's growth");
+                }
+            }
+        }
     };
+    let _ = clock.tick(std::time::SystemTime::now());
     // Processes the JVM started share its group; they go with it. (The group id cannot be
     // reused while any member lives, and a new leader would have to set it up explicitly.)
     if let Err(e) = killpg(group, Signal::SIGKILL)
@@ -1009,6 +1021,13 @@ impl RuntimeBackend for ProcessBackend {
             .ok_or_else(|| BackendError::NotFound(key.clone()))?;
         tracing::info!(biz = %key, pid = module.pid, "stopping module");
         self.inner.teardown(&module).await
+    }
+
+    fn log_source(&self, key: &BizKey) -> Option<crate::logs::LogSource> {
+        self.log_file(key).map(|path| crate::logs::LogSource {
+            path,
+            shared: false,
+        })
     }
 
     async fn activate(&self, key: &BizKey) -> Result<(), BackendError> {
