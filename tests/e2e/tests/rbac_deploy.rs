@@ -202,6 +202,13 @@ async fn controller_runs_with_exactly_the_deploy_rbac() {
         Vec::<String>::new(),
         "every call the controller made is granted by deploy/controller"
     );
+    let used: Vec<String> = server
+        .grants()
+        .into_iter()
+        .filter(|(u, _)| u == SA_USER)
+        .map(|(_, w)| w)
+        .collect();
+    eprintln!("the controller used: {used:#?}");
 
     // Take one rule out: the controller can no longer write Pod status.
     let roles: Api<ClusterRole> = Api::all(admin.clone());

@@ -285,6 +285,7 @@ fn authn_authz(
         });
         return Err(e);
     }
+    tokens.record_grant(&user, &info);
     let review = match path.trim_end_matches('/') {
         "/apis/authorization.k8s.io/v1/subjectaccessreviews" => false,
         "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" => true,

@@ -484,6 +484,17 @@ impl ApiServerHandle {
         Ok(self.tokens()?.issue_service_account(namespace, name))
     }
 
+    /// The distinct requests each user other than the admin was allowed,
+    /// as `(user, "verb group/resource[/sub] [namespace]")` (empty when RBAC
+    /// is off): what a least-privilege review reads.
+    pub fn grants(&self) -> Vec<(String, String)> {
+        self.app
+            .rbac
+            .as_ref()
+            .map(rbac::Tokens::grants)
+            .unwrap_or_default()
+    }
+
     /// Every request refused with 403 so far (empty when RBAC is off).
     pub fn denials(&self) -> Vec<rbac::Denial> {
         self.app

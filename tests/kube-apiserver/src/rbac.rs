@@ -17,7 +17,10 @@
 //!   apply everywhere, RoleBindings in their namespace (to a Role of that
 //!   namespace or a ClusterRole); subjects User, Group, ServiceAccount. A
 //!   binding to a missing role adds `RBAC: <kind> "<name>" not found` to the
-//!   denial.
+//!   denial. Aggregated ClusterRoles (`aggregationRule`) grant the union of
+//!   the rules of the ClusterRoles their selectors match (computed when
+//!   authorizing; `rules` is not rewritten as upstream's aggregation
+//!   controller would).
 //! - The groups upstream's bootstrap policy and authorizer chain give
 //!   power to: `system:masters` may do everything; everyone may GET the
 //!   health and version paths, authenticated users the discovery and
@@ -29,8 +32,7 @@
 //!
 //! Not played: client certificates (the server speaks plain HTTP),
 //! impersonation headers, the escalation checks on writing Roles and
-//! bindings (any user allowed to create a Role may grant anything),
-//! aggregated ClusterRoles (`aggregationRule` is stored, not resolved), the
+//! bindings (any user allowed to create a Role may grant anything), the
 //! other bootstrap roles (`cluster-admin`, `view`, `system:node`... are not
 //! created; bind your own).
 
@@ -100,6 +102,7 @@ enum Identity {
 pub struct Tokens {
     by_token: Mutex<HashMap<String, Identity>>,
     denials: Mutex<Vec<Denial>>,
+    granted: Mutex<std::collections::BTreeSet<(String, String)>>,
 }
 
 /// A request refused with 403, as recorded for tests (the real server's
@@ -146,6 +149,49 @@ impl Tokens {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(d);
+    }
+
+    /// Records an allowed request of a user who is not `system:masters`
+    /// (`verb group/resource[/sub] [namespace]`), for least-privilege
+    /// reports.
+    pub fn record_grant(&self, user: &UserInfo, info: &RequestInfo) {
+        if user.groups.iter().any(|g| g == "system:masters") {
+            return;
+        }
+        let what = if info.resource_request {
+            let sub = if info.subresource.is_empty() {
+                String::new()
+            } else {
+                format!("/{}", info.subresource)
+            };
+            let group = if info.api_group.is_empty() {
+                "core"
+            } else {
+                &info.api_group
+            };
+            format!(
+                "{} {group}/{}{sub} {}",
+                info.verb, info.resource, info.namespace
+            )
+            .trim_end()
+            .to_string()
+        } else {
+            format!("{} {}", info.verb, info.path)
+        };
+        self.granted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((user.name.clone(), what));
+    }
+
+    /// What each user (not `system:masters`) was allowed to do so far.
+    pub fn grants(&self) -> Vec<(String, String)> {
+        self.granted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Every 403 so far, oldest first.
@@ -426,6 +472,7 @@ pub fn authorize(st: &State, user: &UserInfo, info: &RequestInfo) -> Decision {
     let role_rules = |storage: Storage, ns: &str, name: &str, errors: &mut Vec<String>| {
         let key = (storage, ns.to_string(), name.to_string());
         match st.get_ref(&key) {
+            Some(role) if storage == Storage::ClusterRoles => effective_rules(st, role),
             Some(role) => role["rules"].as_array().cloned().unwrap_or_default(),
             None => {
                 let kind = if storage == Storage::Roles {
@@ -473,6 +520,36 @@ pub fn authorize(st: &State, user: &UserInfo, info: &RequestInfo) -> Decision {
     } else {
         Decision::Deny(format!("RBAC: [{}]", errors.join(", ")))
     }
+}
+
+/// A ClusterRole's rules; for an aggregated one (`aggregationRule`), the
+/// union of the rules of the ClusterRoles its selectors match, which is
+/// what upstream's clusterrole-aggregation controller writes into `rules`
+/// (this server computes it when authorizing instead of storing it).
+pub fn effective_rules(st: &State, role: &Value) -> Vec<Value> {
+    let selectors: Vec<crate::selectors::LabelSelector> =
+        strs_of(&role["aggregationRule"]["clusterRoleSelectors"])
+            .filter_map(|s| crate::selectors::LabelSelector::from_label_selector(s).ok())
+            .collect();
+    if role["aggregationRule"].is_null() {
+        return role["rules"].as_array().cloned().unwrap_or_default();
+    }
+    let name = &role["metadata"]["name"];
+    let mut rules: Vec<Value> = Vec::new();
+    for other in st.list(Storage::ClusterRoles, None, |_| true) {
+        if &other["metadata"]["name"] == name {
+            continue;
+        }
+        let labels = crate::selectors::labels_of(&other);
+        if selectors.iter().any(|s| s.matches(&labels)) {
+            for r in strs_of(&other["rules"]) {
+                if !rules.contains(r) {
+                    rules.push(r.clone());
+                }
+            }
+        }
+    }
+    rules
 }
 
 fn strs_of(v: &Value) -> impl Iterator<Item = &Value> {

@@ -281,6 +281,47 @@ async fn anonymous_static_tokens_reviews_and_kubectl() {
         .list(&ListParams::default())
         .await
         .unwrap();
+    // an aggregated ClusterRole grants what the roles it selects grant
+    let agg = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: aggregate-view}
+aggregationRule:
+  clusterRoleSelectors:
+    - matchLabels: {rbac.example.com/aggregate-to-view: "true"}
+rules: []
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: view-leases
+  labels: {rbac.example.com/aggregate-to-view: "true"}
+rules:
+  - {apiGroups: [coordination.k8s.io], resources: [leases], verbs: [list]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: alice-view}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: aggregate-view}
+subjects: [{kind: User, name: alice, apiGroup: rbac.authorization.k8s.io}]
+"#;
+    let kc = server.write_kubeconfig(dir.path().join("admin2")).unwrap();
+    let (ok, out) =
+        tokio::task::spawn_blocking(move || kubectl(&kc, &["apply", "-f", "-"], Some(agg)))
+            .await
+            .unwrap();
+    assert!(ok, "{out}");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::all(alice.clone());
+    leases.list(&ListParams::default()).await.unwrap();
+    assert_eq!(
+        status(
+            Api::<ConfigMap>::all(alice.clone())
+                .list(&ListParams::default())
+                .await
+        )
+        .code,
+        403
+    );
     // roleRef is immutable
     let st = status(
         rbs.patch(
