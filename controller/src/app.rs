@@ -47,6 +47,8 @@ pub struct Listeners {
     pub probes: Option<TcpListener>,
     /// `/metrics`; not served when `None`.
     pub metrics: Option<TcpListener>,
+    /// The kubelet API (TLS, `kubectl logs`); not served when `None`.
+    pub kubelet: Option<TcpListener>,
 }
 
 /// Binds `addr`.
@@ -178,6 +180,23 @@ pub async fn run(
                 tracing::error!(error = %e, server = what, "server failed");
             }
         });
+    }
+    if let Some(listener) = listeners.kubelet.take() {
+        let k = &ctx.settings.kubelet;
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let files = k
+            .tls_files
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path()));
+        let tls = crate::kubelet::tls::server_config(files, k.client_ca.as_deref(), names)?;
+        let api =
+            crate::kubelet::KubeletApi::new(client.clone(), k).map_err(Error::KubeletClient)?;
+        io.spawn(crate::kubelet::serve(
+            listener,
+            tls,
+            Arc::new(api),
+            io_cancel.clone(),
+        ));
     }
     let events_cancel = CancellationToken::new();
     io.spawn(publisher.run(events_cancel.clone()));

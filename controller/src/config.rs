@@ -33,6 +33,9 @@ pub enum ConfigError {
     /// A memory bound that is not a quantity.
     #[error("{0}")]
     Quantity(#[from] QuantityError),
+    /// A kubelet certificate without a key or the other way round.
+    #[error("KUBELET_TLS_CERT_FILE and KUBELET_TLS_KEY_FILE must be set together")]
+    KubeletCertPair,
 }
 
 /// Command line and environment. Variable names follow ModuleController V2 where it has one
@@ -179,6 +182,24 @@ pub struct Args {
     /// logs would listen; the API server dials the Node InternalIP on it).
     #[arg(long, env = "KUBELET_PORT", default_value_t = 10250)]
     pub kubelet_port: i32,
+    /// Serve the kubelet API (`kubectl logs` for module Pods) over TLS on `KUBELET_PORT`.
+    #[arg(long, env = "ENABLE_KUBELET_API", default_value = "true", value_parser = parse_flag, action = clap::ArgAction::Set)]
+    pub enable_kubelet_api: bool,
+    /// Serving certificate of the kubelet API (PEM); a self-signed one is generated at start
+    /// without it (the API server does not verify kubelet certificates by default).
+    #[arg(long, env = "KUBELET_TLS_CERT_FILE")]
+    pub kubelet_tls_cert_file: Option<PathBuf>,
+    /// Key of `KUBELET_TLS_CERT_FILE` (PEM).
+    #[arg(long, env = "KUBELET_TLS_KEY_FILE")]
+    pub kubelet_tls_key_file: Option<PathBuf>,
+    /// CA of the client certificates trusted on the kubelet API: the one that signs the API
+    /// server's `--kubelet-client-certificate`.
+    #[arg(long, env = "KUBELET_CLIENT_CA_FILE")]
+    pub kubelet_client_ca_file: Option<PathBuf>,
+    /// Check bearer tokens on the kubelet API with TokenReview and SubjectAccessReview
+    /// (`nodes/proxy` or `nodes/log` on the vnode).
+    #[arg(long, env = "KUBELET_TOKEN_REVIEW", default_value = "true", value_parser = parse_flag, action = clap::ArgAction::Set)]
+    pub kubelet_token_review: bool,
 
     /// Workload back-off levels: a replica already owning a share of the bases it knows waits
     /// up to this many steps before claiming a new one, so replicas share bases (upstream
@@ -287,6 +308,8 @@ pub struct Settings {
     pub clock_offset: SignedDuration,
     /// Module Pods.
     pub pods: crate::pod::PodSettings,
+    /// The kubelet API (`kubectl logs`), served when [`crate::Listeners::kubelet`] is given.
+    pub kubelet: crate::kubelet::KubeletSettings,
 }
 
 /// The full-disruption rule (spec controller §9.3, Kubernetes' node lifecycle controller):
@@ -549,6 +572,10 @@ impl Settings {
             mass_silence: MassSilence::default(),
             clock_offset: SignedDuration::ZERO,
             pods: crate::pod::PodSettings::default(),
+            kubelet: crate::kubelet::KubeletSettings {
+                token_review: true,
+                ..Default::default()
+            },
         }
     }
 }
@@ -647,6 +674,16 @@ impl Args {
                 retry_max: self.module_retry_max.max(self.module_retry_interval),
                 reply_timeout: self.module_reply_timeout,
                 peer_replicas: self.enable_module_replicas_sync_with_base,
+            },
+            kubelet: crate::kubelet::KubeletSettings {
+                tls_files: match (&self.kubelet_tls_cert_file, &self.kubelet_tls_key_file) {
+                    (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+                    (None, None) => None,
+                    _ => return Err(ConfigError::KubeletCertPair),
+                },
+                client_ca: self.kubelet_client_ca_file.clone(),
+                token_review: self.kubelet_token_review,
+                arklet_token: self.arklet_api_token.as_deref().and_then(BearerToken::new),
             },
         })
     }

@@ -25,6 +25,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The kubelet API's TLS material.
+    #[error("kubelet API TLS: {0}")]
+    KubeletTls(#[from] crate::kubelet::tls::TlsError),
+    /// The kubelet API's HTTP client towards the agents.
+    #[error("kubelet API client: {0}")]
+    KubeletClient(#[source] reqwest::Error),
 }
 
 impl Error {
@@ -35,6 +41,7 @@ impl Error {
             Error::Http(_) => "http_setup",
             Error::Config(_) => "config",
             Error::Bind { .. } => "bind",
+            Error::KubeletTls(_) | Error::KubeletClient(_) => "kubelet_setup",
         }
     }
 }

@@ -29,6 +29,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod kube_client;
+pub mod kubelet;
 pub mod labels;
 pub mod metrics;
 pub mod ops;

@@ -26,6 +26,13 @@ async fn main() -> anyhow::Result<()> {
         http_tunnel: None,
         probes: Some(app::bind(args.probe_addr).await?),
         metrics: Some(app::bind(args.metrics_addr).await?),
+        kubelet: match (args.enable_kubelet_api, u16::try_from(args.kubelet_port)) {
+            (false, _) => None,
+            (true, Ok(port)) => {
+                Some(app::bind(std::net::SocketAddr::from(([0, 0, 0, 0], port))).await?)
+            }
+            (true, Err(_)) => anyhow::bail!("KUBELET_PORT {} is not a port", args.kubelet_port),
+        },
     };
 
     // The one signal handler of the process.

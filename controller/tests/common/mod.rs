@@ -301,6 +301,7 @@ impl Controller {
                     http_tunnel: http,
                     probes: Some(probes),
                     metrics: Some(metrics),
+                    kubelet: None,
                 };
                 tokio::select! {
                     r = koupleless_controller::run(settings, client, listeners, token) => r.unwrap(),

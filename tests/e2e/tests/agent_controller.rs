@@ -68,11 +68,7 @@ async fn base_becomes_a_node_with_metaspace_memory_and_leaves_on_shutdown() {
     let controller = tokio::spawn(koupleless_controller::run(
         settings,
         client.clone(),
-        Listeners {
-            http_tunnel: None,
-            probes: None,
-            metrics: None,
-        },
+        Listeners::default(),
         cancel.clone(),
     ));
 
