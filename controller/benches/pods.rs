@@ -110,6 +110,7 @@ async fn main() {
     settings.node = NodeSettings {
         unbounded_metaspace_bytes: Some(1 << 30),
         kubelet_port: 10250,
+        kubelet_address: None,
     };
     settings.workload.step = Duration::ZERO;
     settings.mqtt = Some(MqttSettings {

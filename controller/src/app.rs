@@ -110,7 +110,10 @@ pub async fn run(
     // mass-silence rule needs to act before a silent base would be declared dead.
     let sight_period = (settings.timings.unreachable_after / 4).min(Duration::from_millis(250));
     let ctx = Arc::new(Context {
-        template: NodeTemplate::new(settings.env.clone(), settings.node.kubelet_port),
+        template: NodeTemplate {
+            kubelet_address: settings.node.kubelet_address.clone(),
+            ..NodeTemplate::new(settings.env.clone(), settings.node.kubelet_port)
+        },
         nodes: Api::<Node>::all(client.clone()),
         leases: Api::<Lease>::namespaced(client.clone(), labels::LEASE_NAMESPACE),
         deployments: Api::<Deployment>::all(client.clone()),

@@ -182,6 +182,11 @@ pub struct Args {
     /// logs would listen; the API server dials the Node InternalIP on it).
     #[arg(long, env = "KUBELET_PORT", default_value_t = 10250)]
     pub kubelet_port: i32,
+    /// Address the API server dials for the kubelet API (the ClusterIP of the controller's
+    /// kubelet Service): listed as each vnode's first `InternalIP`, before the base's own.
+    /// Without it the API server dials the base's address, where no kubelet API listens.
+    #[arg(long, env = "KUBELET_ADDRESS")]
+    pub kubelet_address: Option<String>,
     /// Serve the kubelet API (`kubectl logs` for module Pods) over TLS on `KUBELET_PORT`.
     #[arg(long, env = "ENABLE_KUBELET_API", default_value = "true", value_parser = parse_flag, action = clap::ArgAction::Set)]
     pub enable_kubelet_api: bool,
@@ -544,6 +549,9 @@ pub struct NodeSettings {
     pub unbounded_metaspace_bytes: Option<i64>,
     /// `daemonEndpoints.kubeletEndpoint.port`.
     pub kubelet_port: i32,
+    /// First `InternalIP` of every vnode (`KUBELET_ADDRESS`), see
+    /// [`crate::vnode::node::NodeTemplate::kubelet_address`].
+    pub kubelet_address: Option<String>,
 }
 
 impl Default for NodeSettings {
@@ -551,6 +559,7 @@ impl Default for NodeSettings {
         NodeSettings {
             unbounded_metaspace_bytes: Some(1 << 30),
             kubelet_port: 10250,
+            kubelet_address: None,
         }
     }
 }
@@ -656,6 +665,12 @@ impl Args {
             node: NodeSettings {
                 unbounded_metaspace_bytes: (bound > 0).then_some(bound),
                 kubelet_port: self.kubelet_port,
+                kubelet_address: self
+                    .kubelet_address
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_owned),
             },
             api_timeout: self.api_timeout,
             workload: Workload {

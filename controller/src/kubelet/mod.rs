@@ -349,7 +349,7 @@ impl KubeletApi {
             n.as_ref()
                 .and_then(|n| n.status.as_ref())
                 .and_then(|s| s.addresses.as_ref())
-                .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
+                .and_then(|a| a.iter().rev().find(|a| a.type_ == "InternalIP"))
                 .map(|a| a.address.clone())
         });
         let Some(ip) = ip else {

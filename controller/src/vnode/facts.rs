@@ -111,10 +111,12 @@ impl BaseFacts {
                 .unwrap_or_default()
         };
         let status = node.status.as_ref();
+        // The last address of a kind: with a kubelet address configured, the Node lists it
+        // first and the base's own `InternalIP` after it.
         let address = |kind: &str| {
             status
                 .and_then(|s| s.addresses.as_ref())
-                .and_then(|a| a.iter().find(|a| a.type_ == kind))
+                .and_then(|a| a.iter().rev().find(|a| a.type_ == kind))
                 .map(|a| a.address.clone())
         };
         let memory = status.and_then(|s| {

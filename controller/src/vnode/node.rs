@@ -30,6 +30,10 @@ pub struct NodeTemplate {
     pub kubelet_version: String,
     /// `daemonEndpoints.kubeletEndpoint.port`.
     pub kubelet_port: i32,
+    /// Where the API server reaches the controller's kubelet API (`KUBELET_ADDRESS`, the
+    /// kubelet Service's ClusterIP): the first `InternalIP`, the base's own address staying
+    /// the second, so the Pods' addresses and a rediscovery still see the base.
+    pub kubelet_address: Option<String>,
 }
 
 impl NodeTemplate {
@@ -39,6 +43,7 @@ impl NodeTemplate {
             env,
             kubelet_version: kubelet_version(),
             kubelet_port,
+            kubelet_address: None,
         }
     }
 }
@@ -164,10 +169,17 @@ pub fn desired_status(facts: &BaseFacts, readiness: Readiness, tpl: &NodeTemplat
         ),
     ];
     let (ip, _) = facts.arklet_endpoint();
-    let mut addresses = vec![NodeAddress {
+    let mut addresses = Vec::new();
+    if let Some(proxy) = tpl.kubelet_address.as_ref().filter(|p| **p != ip) {
+        addresses.push(NodeAddress {
+            type_: "InternalIP".into(),
+            address: proxy.clone(),
+        });
+    }
+    addresses.push(NodeAddress {
         type_: "InternalIP".into(),
         address: ip,
-    }];
+    });
     if !facts.host_name.is_empty() {
         addresses.push(NodeAddress {
             type_: "Hostname".into(),
@@ -480,6 +492,37 @@ mod tests {
         );
         assert_eq!(s.phase.as_deref(), Some("Running"));
         assert!(!desired_labels(&facts(0), &env()).contains_key(labels::BASE_TUNNEL_PORT));
+    }
+
+    #[test]
+    fn a_kubelet_address_comes_first_and_the_base_stays() {
+        // (configured kubelet address, InternalIPs listed)
+        let cases: [(Option<&str>, &[&str]); 3] = [
+            (None, &["10.1.0.45"]),
+            (Some("10.96.0.20"), &["10.96.0.20", "10.1.0.45"]),
+            (Some("10.1.0.45"), &["10.1.0.45"]),
+        ];
+        for (proxy, want) in cases {
+            let tpl = NodeTemplate {
+                kubelet_address: proxy.map(str::to_owned),
+                ..tpl()
+            };
+            let s = desired_status(&facts(0), Readiness::Ready, &tpl);
+            let ips: Vec<&str> = s
+                .addresses
+                .iter()
+                .flatten()
+                .filter(|a| a.type_ == "InternalIP")
+                .map(|a| a.address.as_str())
+                .collect();
+            assert_eq!(ips, want, "{proxy:?}");
+            // A replica that rediscovers the Node still finds the base's address.
+            let node = Node {
+                status: Some(s),
+                ..Node::default()
+            };
+            assert_eq!(BaseFacts::from_node(&node).ip, "10.1.0.45", "{proxy:?}");
+        }
     }
 
     #[test]

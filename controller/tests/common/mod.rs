@@ -226,6 +226,7 @@ pub fn settings(client_id: &str, mqtt_port: Option<u16>, http: bool) -> Settings
     s.node = NodeSettings {
         unbounded_metaspace_bytes: Some(1 << 30),
         kubelet_port: 10250,
+        kubelet_address: None,
     };
     s.mqtt = mqtt_port.map(|port| MqttSettings {
         host: "127.0.0.1".into(),

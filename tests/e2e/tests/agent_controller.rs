@@ -52,6 +52,7 @@ async fn base_becomes_a_node_with_metaspace_memory_and_leaves_on_shutdown() {
     settings.node = NodeSettings {
         unbounded_metaspace_bytes: Some(1 << 30),
         kubelet_port: 10250,
+        kubelet_address: None,
     };
     settings.mqtt = Some(MqttSettings {
         host: "127.0.0.1".into(),

@@ -74,6 +74,7 @@ async fn module_pod_runs_a_module_jvm_and_deleting_it_stops_the_jvm() {
     settings.node = NodeSettings {
         unbounded_metaspace_bytes: Some(1 << 30),
         kubelet_port: 10250,
+        kubelet_address: None,
     };
     settings.pods.retry_base = Duration::from_millis(500);
     settings.pods.retry_max = Duration::from_secs(2);

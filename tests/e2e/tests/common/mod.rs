@@ -69,6 +69,7 @@ pub fn fast_settings(client_id: &str) -> Settings {
     settings.node = NodeSettings {
         unbounded_metaspace_bytes: Some(1 << 30),
         kubelet_port: 10250,
+        kubelet_address: None,
     };
     settings.pods.retry_base = Duration::from_millis(500);
     settings.pods.retry_max = Duration::from_secs(2);
