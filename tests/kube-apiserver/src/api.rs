@@ -61,6 +61,8 @@ pub struct App {
     pub address: String,
     /// Token authentication and RBAC authorization, when enforced.
     pub rbac: Option<crate::rbac::Tokens>,
+    /// The client `pods/log` calls kubelets with.
+    pub kubelet: crate::kubelet_client::KubeletClient,
     /// Flips to true on shutdown (ends watches).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -433,6 +435,11 @@ async fn route(
                 body: &body,
             };
             return scale_subresource(&r, &method);
+        }
+        Some("log") if def.storage == Storage::Pods => {
+            let ns = ns.expect("pods are namespaced");
+            let name = name.expect("log has a name");
+            return crate::pod_log::serve(&app, &method, &ns, &name, uri.query()).await;
         }
         Some("eviction") if def.storage == Storage::Pods => {
             if method != Method::POST {

@@ -27,7 +27,7 @@
 //!   `/livez`, `/readyz`, and minimal OpenAPI v3 documents (see
 //!   [`discovery`]). `/openapi/v2` is 404, which kubectl tolerates.
 //! - Resources: core/v1 `nodes` (+status), `pods` (+status, +binding,
-//!   +eviction), `namespaces` (+status, +finalize), `events`, `services`
+//!   +eviction, +log), `namespaces` (+status, +finalize), `events`, `services`
 //!   (+status), `configmaps`, `secrets`; apps/v1 `deployments`,
 //!   `replicasets` (each +status, +scale), `daemonsets` (+status),
 //!   `controllerrevisions`;
@@ -181,8 +181,9 @@
 //! [`admission`]; no ServiceAccount token volumes, no priority), no webhooks,
 //! no authentication or authorization unless [`Config::rbac`] turns on
 //! bearer tokens, RBAC and HTTPS (see [`rbac`], [`tls`]), no YAML responses, no CRDs, no OpenAPI schemas (`kubectl
-//! explain` fails), no `kubectl logs/exec/port-forward` (the pod
-//! subresources are 404). Kinds it does not store (StatefulSets, Jobs,
+//! explain` fails), no `kubectl exec/attach/port-forward` (those pod
+//! subresources are 404; `pods/log` calls the Node's kubelet, see
+//! [`pod_log`]). Kinds it does not store (StatefulSets, Jobs,
 //! HorizontalPodAutoscalers, ...) are 404, as an unknown resource is on the real
 //! server.
 //!
@@ -208,7 +209,9 @@
 //! controller writes), `cordon`,
 //! `uncordon` and `drain` (`--ignore-daemonsets`; eviction, or
 //! `--disable-eviction` deletes with protobuf DeleteOptions). `kubectl
-//! explain` fails because there are no schemas; `logs`, `exec`,
+//! explain` fails because there are no schemas; `logs` (`-c`, `-f`,
+//! `--tail`, `--since`, `--timestamps`) works when something serves the
+//! kubelet API for the Pod's Node (see [`pod_log`]); `exec`,
 //! `port-forward`, `top` and `autoscale` get 404. The scenarios in
 //! `tests/scenarios/kubectl.rs` and `tests/scenarios/imperative.rs` run each
 //! of these and check the stored result.
@@ -244,7 +247,9 @@ pub mod discovery;
 pub mod errors;
 pub mod eviction;
 pub mod kinds;
+pub mod kubelet_client;
 pub mod patch;
+pub mod pod_log;
 pub mod protobuf;
 pub mod rbac;
 pub mod resources;
@@ -276,6 +281,9 @@ pub enum Error {
     /// The server URL could not be parsed.
     #[error("invalid server url: {0}")]
     Url(String),
+    /// The kubelet client certificate or CA cannot be used.
+    #[error(transparent)]
+    KubeletClient(#[from] kubelet_client::KubeletClientError),
     /// Tokens were asked of a server that does not enforce RBAC.
     #[error("RBAC is not enforced by this server (Config::rbac is false)")]
     RbacOff,
@@ -300,6 +308,10 @@ pub struct Config {
     /// When on, [`ApiServerHandle::client`] and the kubeconfig carry a token
     /// of a `system:masters` user (the cluster admin).
     pub rbac: bool,
+    /// How `pods/log` reaches kubelets: the client certificate (by default
+    /// [`kubelet_client::KUBELET_CLIENT_CERT_PEM`]), the Node address types,
+    /// and a fixed address for tests (see [`pod_log`]).
+    pub kubelet: kubelet_client::KubeletConfig,
 }
 
 impl Default for Config {
@@ -311,6 +323,7 @@ impl Default for Config {
             default_watch_timeout: Duration::from_secs(1800),
             default_toleration_seconds: Default::default(),
             rbac: false,
+            kubelet: Default::default(),
         }
     }
 }
@@ -369,6 +382,7 @@ pub async fn serve(config: Config) -> Result<ApiServerHandle, Error> {
         },
         address: addr.to_string(),
         rbac: config.rbac.then(rbac::Tokens::default),
+        kubelet: kubelet_client::KubeletClient::new(config.kubelet.clone())?,
         shutdown: shutdown_rx.clone(),
     });
     let admin_token = app.rbac.as_ref().map(|tokens| {
