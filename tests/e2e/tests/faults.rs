@@ -18,10 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use common::{fast_settings, module_pod, mqtt, node_ready, running_ready, start_base};
+use common::{
+    Replica, TOKEN, fast_settings, http_settings, module_pod, mqtt, node_ready, running_ready,
+    start_base,
+};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use koupleless_controller::Listeners;
-use koupleless_controller::config::{BearerToken, HttpTunnelSettings};
 use koupleless_testkit::broker::Broker;
 use koupleless_testkit::proxy::Proxy;
 use koupleless_testkit::{
@@ -33,7 +34,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 const T: Duration = Duration::from_secs(60);
-const TOKEN: &str = "e2e-shared-token";
 
 /// What a poller saw of one Node: `None` while it did not exist, else its UID and Ready status.
 type Sighting = (Instant, Option<(String, Option<String>)>);
@@ -94,57 +94,6 @@ fn lived_throughout(seen: &[Sighting], uid: &str) -> Vec<String> {
         }
     }
     readiness
-}
-
-/// A controller replica on its own task, stopped as SIGTERM stops it.
-struct Replica {
-    cancel: CancellationToken,
-    task: JoinHandle<Result<(), koupleless_controller::Error>>,
-    http: Option<std::net::SocketAddr>,
-}
-
-impl Replica {
-    async fn start(
-        client: &kube::Client,
-        mut settings: koupleless_controller::Settings,
-    ) -> Replica {
-        let (http, listener) = if settings.http.is_some() {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            (Some(l.local_addr().unwrap()), Some(l))
-        } else {
-            (None, None)
-        };
-        if let Some(h) = settings.http.as_mut() {
-            h.listen = http.unwrap();
-        }
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(koupleless_controller::run(
-            settings,
-            client.clone(),
-            Listeners {
-                http_tunnel: listener,
-                ..Listeners::default()
-            },
-            cancel.clone(),
-        ));
-        Replica { cancel, task, http }
-    }
-
-    async fn stop(self) {
-        self.cancel.cancel();
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-fn http_settings(client_id: &str) -> koupleless_controller::Settings {
-    let mut s = fast_settings(client_id);
-    s.http = Some(HttpTunnelSettings {
-        call_timeout: Duration::from_secs(2),
-        operation_timeout: Duration::from_secs(30),
-        api_token: BearerToken::new(TOKEN),
-        ..HttpTunnelSettings::default()
-    });
-    s
 }
 
 /// Waits for the module Pod to be Running/Ready and returns its UID and the module JVM's pid.

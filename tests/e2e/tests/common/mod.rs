@@ -7,10 +7,13 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use koupleless_controller::config::{MqttSettings, NodeSettings};
+use koupleless_controller::Listeners;
+use koupleless_controller::config::{BearerToken, HttpTunnelSettings, MqttSettings, NodeSettings};
 use koupleless_controller::{Settings, Timings};
 use koupleless_testkit::{SMALL_JVM_ARGS, toolchain};
 use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// A child JVM, killed when dropped so a failing test leaves no process behind.
 pub struct Jvm(pub Child);
@@ -125,4 +128,70 @@ pub fn running_ready(p: &Pod) -> bool {
             .iter()
             .flatten()
             .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// The API token agents and controllers share in these tests (`--api-token`,
+/// `ARKLET_API_TOKEN`), as a secured deployment does.
+pub const TOKEN: &str = "e2e-shared-token";
+
+/// A controller replica on its own task, stopped as SIGTERM stops it.
+pub struct Replica {
+    cancel: CancellationToken,
+    task: JoinHandle<Result<(), koupleless_controller::Error>>,
+    /// Where its HTTP tunnel listens, when on.
+    pub http: Option<std::net::SocketAddr>,
+}
+
+impl Replica {
+    /// Starts a replica; its HTTP tunnel (when on) listens on a free loopback port.
+    pub async fn start(client: &kube::Client, settings: Settings) -> Replica {
+        Self::start_with_kubelet(client, settings, None).await
+    }
+
+    /// Like [`Replica::start`], serving the kubelet API on `kubelet`.
+    pub async fn start_with_kubelet(
+        client: &kube::Client,
+        mut settings: Settings,
+        kubelet: Option<tokio::net::TcpListener>,
+    ) -> Replica {
+        let (http, listener) = if settings.http.is_some() {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            (Some(l.local_addr().unwrap()), Some(l))
+        } else {
+            (None, None)
+        };
+        if let Some(h) = settings.http.as_mut() {
+            h.listen = http.unwrap();
+        }
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(koupleless_controller::run(
+            settings,
+            client.clone(),
+            Listeners {
+                http_tunnel: listener,
+                kubelet,
+                ..Listeners::default()
+            },
+            cancel.clone(),
+        ));
+        Replica { cancel, task, http }
+    }
+
+    /// Stops it as SIGTERM does and checks it ended cleanly.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// [`fast_settings`] with the HTTP tunnel on, sharing [`TOKEN`] with the agents.
+pub fn http_settings(client_id: &str) -> Settings {
+    let mut s = fast_settings(client_id);
+    s.http = Some(HttpTunnelSettings {
+        call_timeout: Duration::from_secs(2),
+        operation_timeout: Duration::from_secs(30),
+        api_token: BearerToken::new(TOKEN),
+        ..HttpTunnelSettings::default()
+    });
+    s
 }
