@@ -359,6 +359,13 @@ async fn route(
             }
             return Err(ApiError::no_route());
         }
+        ["apis", "authentication.k8s.io", "v1", "tokenreviews"] => {
+            return crate::reviews::token_review(&app, &method, &headers, &body);
+        }
+        // with RBAC enforced these are answered before routing
+        ["apis", "authorization.k8s.io", "v1", r] if r.ends_with("subjectaccessreviews") => {
+            return crate::reviews::access_review_unenforced(&app, &method, &headers, &body, r);
+        }
         ["openapi", "v3"] if is_get => {
             return Ok(json_response(StatusCode::OK, &discovery::openapi_v3_root()));
         }

@@ -253,6 +253,7 @@ pub mod pod_log;
 pub mod protobuf;
 pub mod rbac;
 pub mod resources;
+pub mod reviews;
 pub mod scale;
 pub mod schema;
 pub mod selectors;
