@@ -286,11 +286,11 @@ impl KubeletClient {
         let tls = tokio_rustls::TlsConnector::from(cfg.clone())
             .connect(server_name, tcp)
             .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(chain(&e)))?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
                 .await
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(|e| fail(chain(&e)))?;
         let conn = AbortOnDrop(tokio::spawn(async move {
             let _ = conn.await;
         }));
@@ -298,11 +298,11 @@ impl KubeletClient {
             .header(http::header::HOST, &authority)
             .header(http::header::USER_AGENT, "koupleless-kube-apiserver")
             .body(axum::body::Body::empty())
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(chain(&e)))?;
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(chain(&e)))?;
         let (parts, body) = resp.into_parts();
         // the connection task goes with the body: a client that goes away
         // closes the kubelet connection, as kube-apiserver's does
@@ -317,6 +317,22 @@ impl KubeletClient {
             axum::body::Body::from_stream(stream),
         ))
     }
+}
+
+/// An error with its sources (hyper's own text is only "connection error";
+/// the TLS alert is in the source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
 }
 
 /// Go's wording of a failed dial.
