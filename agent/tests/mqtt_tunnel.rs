@@ -1209,6 +1209,44 @@ async fn wired_from_the_command_line() {
     assert_fresh(&bye.json());
 }
 
+/// `--mqtt-report-port`: heartbeats (and the goodbye) carry the real Arklet port instead of
+/// the Java base's 0, so a controller can reach the agent's HTTP API (module logs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_port_when_asked() {
+    let broker = Broker::embedded();
+    let mut ctl = Controller::connect(&broker, "10.0.1.12").await;
+    let work = tempfile::tempdir().unwrap();
+    let port = broker.port().to_string();
+    let agent = start_agent(
+        work.path(),
+        "10.0.1.12",
+        &[
+            "--mqtt-broker",
+            "127.0.0.1",
+            "--mqtt-port",
+            &port,
+            "--mqtt-heartbeat-interval",
+            "300ms",
+            "--mqtt-report-port",
+        ],
+    )
+    .await;
+    let http_port = agent.addr().port();
+    assert_ne!(http_port, 0);
+    assert_eq!(
+        ctl.next_json("heart", SOON).await["data"]["port"],
+        json!(http_port)
+    );
+    agent.shutdown().await;
+    let bye = ctl
+        .next_where("heart", SOON, |m| {
+            m.json()["data"]["state"] == "deactivated"
+        })
+        .await
+        .expect("shutdown says goodbye");
+    assert_eq!(bye.json()["data"]["port"], json!(http_port));
+}
+
 /// Mutual TLS against Mosquitto, with certificates made by `openssl`: the server certificate
 /// is verified (a wrong CA never connects) and the client certificate is accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

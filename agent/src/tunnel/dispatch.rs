@@ -410,9 +410,11 @@ pub fn reply_payload(
     }
 }
 
-/// `base/heart` payload (spec §5.6 (1)): `port` is 0 over MQTT (T21).
+/// `base/heart` payload (spec §5.6 (1)). Its `port` is `base.http_port`, which the MQTT tunnel
+/// sets to 0 as the Java base sends (T21) unless told to report the real one
+/// (`--mqtt-report-port`, so a controller can reach the agent's log endpoint).
 pub fn heartbeat_payload(base: &BaseInfo, state: BizState, now_ms: i64) -> Vec<u8> {
-    envelope(&base.status(0, state), now_ms)
+    envelope(&base.status(base.http_port, state), now_ms)
 }
 
 /// `publishTimestamp` of the last will. A will is fixed when the connection is made but fires
@@ -471,7 +473,8 @@ mod tests {
             },
             local_ip: "192.0.2.2".into(),
             host_name: "192.0.2.2".into(),
-            http_port: 1238,
+            // As the MQTT tunnel leaves it without --mqtt-report-port.
+            http_port: 0,
         }
     }
 

@@ -205,6 +205,10 @@ pub struct TunnelArgs {
     /// Period of MQTT heartbeats (`base/heart`).
     #[arg(long, env = "KOUPLELESS_ARKLET_MQTT_HEARTBEAT_INTERVAL", value_parser = duration, default_value = "10s")]
     pub mqtt_heartbeat_interval: Duration,
+    /// Report the real Arklet HTTP port in MQTT heartbeats (the Java base sends 0), so the
+    /// controller can fetch module logs from this agent over MQTT-tunnelled bases.
+    #[arg(long, env = "KOUPLELESS_MQTT_REPORT_PORT")]
+    pub mqtt_report_port: bool,
     /// The base's runtime env: the `<env>` of `koupleless_<env>/...` topics, lower-cased as the
     /// Java base does; empty means `dev` (the controller's default `ENV`).
     #[arg(long, env = "KOUPLELESS_RUNTIME_ENV", default_value = "")]
@@ -307,7 +311,10 @@ impl TunnelArgs {
             tls,
             keep_alive: nonzero(self.mqtt_keep_alive, "--mqtt-keep-alive")?,
             heartbeat_interval: nonzero(self.mqtt_heartbeat_interval, "--mqtt-heartbeat-interval")?,
-            tuning: MqttTuning::default(),
+            tuning: MqttTuning {
+                report_port: self.mqtt_report_port,
+                ..MqttTuning::default()
+            },
         }))
     }
 

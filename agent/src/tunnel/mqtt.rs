@@ -93,6 +93,9 @@ pub struct MqttTuning {
     pub shutdown_grace: Duration,
     /// How long the goodbye (deactivated heartbeat + DISCONNECT) may take.
     pub goodbye_timeout: Duration,
+    /// Send the real Arklet HTTP port in heartbeats (the Java base sends 0, T21), so a
+    /// controller can reach this agent's HTTP API (module logs) without the HTTP tunnel.
+    pub report_port: bool,
 }
 
 impl Default for MqttTuning {
@@ -107,6 +110,7 @@ impl Default for MqttTuning {
             publish_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
             goodbye_timeout: Duration::from_secs(3),
+            report_port: false,
         }
     }
 }
@@ -237,6 +241,15 @@ pub async fn run_mqtt<B: RuntimeBackend>(
     service: CommandService<B>,
     cancel: CancellationToken,
 ) -> Result<(), TunnelError> {
+    // The Java base says port 0 over MQTT (T21); the real one only when asked.
+    let base = BaseInfo {
+        http_port: if cfg.tuning.report_port {
+            base.http_port
+        } else {
+            0
+        },
+        ..base
+    };
     let topics = Topics::new(&base);
     let (client, mut eventloop) =
         AsyncClient::new(cfg.options(&base, &topics.heart), REQUEST_CAPACITY);
