@@ -35,6 +35,10 @@ use tokio::signal::unix::{SignalKind, signal};
 
 /// The work directory when none is given: `deploy/modules/hello-module.yaml` names the module
 /// package under it, so the walk-through applies unchanged.
+/// The CA of the API test server's kubelet client certificate (what `pods/log` presents).
+const KUBELET_CLIENT_CA_PEM: &str =
+    include_str!("../../../tests/kube-apiserver/certs/kubelet-client-ca.crt");
+
 const DEFAULT_DIR: &str = "/tmp/koupleless-up";
 /// What the bases are called (`base.koupleless.io/name`; the sample Deployment selects it).
 const BASE_NAME: &str = "demo-base";
@@ -436,7 +440,11 @@ async fn start(stack: &mut Stack, args: &Args, clock: Instant) -> anyhow::Result
     }
 
     // 3. The controller.
-    let (probes, metrics) = (free_addr(), free_addr());
+    let (probes, metrics, kubelet) = (free_addr(), free_addr(), free_addr());
+    // `kubectl logs`: the API server dials a vnode's InternalIP (the agents' 127.0.0.1) on the
+    // kubelet port with its kubelet client certificate, signed by this CA.
+    let kubelet_ca = dir.join("kubelet-client-ca.crt");
+    std::fs::write(&kubelet_ca, KUBELET_CLIENT_CA_PEM)?;
     let mut cmd = Command::new(&controller_bin);
     cmd.env("KUBECONFIG", &kubeconfig)
         .env("ENV", ENV)
@@ -445,12 +453,16 @@ async fn start(stack: &mut Stack, args: &Args, clock: Instant) -> anyhow::Result
         .env("MQTT_BROKER", "127.0.0.1")
         .env("MQTT_PORT", broker.port().to_string())
         .env("PROBE_ADDR", probes.to_string())
-        .env("METRICS_ADDR", metrics.to_string());
+        .env("METRICS_ADDR", metrics.to_string())
+        .env("KUBELET_PORT", kubelet.port().to_string())
+        .env("KUBELET_CLIENT_CA_FILE", &kubelet_ca);
     stack.spawn(
         "controller",
         "module controller (MQTT tunnel)",
         Tier::Controller,
-        Some(format!("probes {probes}, metrics {metrics}")),
+        Some(format!(
+            "probes {probes}, metrics {metrics}, kubelet API {kubelet}"
+        )),
         cmd,
     )?;
     wait_for(
@@ -510,6 +522,8 @@ async fn start(stack: &mut Stack, args: &Args, clock: Instant) -> anyhow::Result
             .args(["--mqtt-broker", "127.0.0.1", "--mqtt-port"])
             .arg(broker.port().to_string())
             .args(["--runtime-env", ENV, "--activation", "new-takes-over"])
+            // The real port in heartbeats, so the controller can fetch module logs.
+            .arg("--mqtt-report-port")
             .args(JVM_ARGS.iter().map(|a| format!("--module-jvm-arg={a}")));
         if let Some((t, web)) = telnet {
             agent

@@ -268,6 +268,15 @@ fn up_runs_the_walk_through_and_stops_clean() {
         kubectl(&["describe", "pods", "-l", "app=hello"]).1
     );
 
+    // kubectl logs: the module's own output, through the API server, the controller's
+    // kubelet API and the agent.
+    let pod = hello_pods()[0].0.clone();
+    let (ok, logs) = kubectl(&["logs", &pod]);
+    assert!(
+        ok && logs.contains("hello from module hello"),
+        "kubectl logs {pod}: {logs}"
+    );
+
     // Scale to two: one per base, one module JVM each.
     let (ok, text) = kubectl(&["scale", "deployment/hello", "--replicas=2"]);
     assert!(ok, "scale: {text}");
