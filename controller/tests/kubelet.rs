@@ -87,83 +87,114 @@ fn https(identity: Option<&str>) -> reqwest::Client {
     b.build().unwrap()
 }
 
+/// A running controller with its kubelet API, a vnode-shaped Node (no component label: the
+/// controller leaves it alone) whose base's agent is the fake one, and a two-module Pod on it
+/// with one module installed, plus a plain Pod.
+struct World {
+    base: String,
+    asked: Arc<Mutex<Vec<Asked>>>,
+    cancel: CancellationToken,
+    controller: tokio::task::JoinHandle<Result<(), koupleless_controller::Error>>,
+}
+
+impl World {
+    async fn start(client: &kube::Client, client_ca: Option<std::path::PathBuf>) -> World {
+        let (agent_port, asked) = fake_agent().await;
+        let mut s = settings("ctl-kubelet", None, true);
+        s.kubelet.client_ca = client_ca;
+        s.kubelet.arklet_token = BearerToken::new("agent-secret");
+        let kubelet = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let kubelet_addr = kubelet.local_addr().unwrap();
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cancel = CancellationToken::new();
+        let controller = tokio::spawn(koupleless_controller::run(
+            s,
+            client.clone(),
+            Listeners {
+                http_tunnel: Some(http),
+                kubelet: Some(kubelet),
+                ..Listeners::default()
+            },
+            cancel.clone(),
+        ));
+        let nodes: Api<Node> = Api::all(client.clone());
+        let node: Node = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "vnode.logs.suite",
+                "labels": {"base.koupleless.io/tunnel-port": agent_port.to_string()}},
+        }))
+        .unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "two", "namespace": "default",
+                "labels": {"virtual-kubelet.koupleless.io/component": "module"}},
+            "spec": {"nodeName": "vnode.logs.suite", "containers": [
+                {"name": "biz1", "image": "https://r/biz1.jar"},
+                {"name": "biz2", "image": "https://r/biz2.jar"}]},
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+        let status = json!({"status": {"hostIP": "127.0.0.1", "containerStatuses": [{
+            "name": "biz1", "image": "https://r/biz1.jar", "imageID": "https://r/biz1.jar",
+            "ready": true, "restartCount": 0,
+            "containerID": "koupleless://vnode.logs.suite/biz1:1.0.0"}]}});
+        pods.patch_status("two", &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap();
+        let plain: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "plain", "namespace": "default"},
+            "spec": {"nodeName": "vnode.logs.suite", "containers": [{"name": "c", "image": "nginx"}]},
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &plain).await.unwrap();
+        let base = format!("https://{kubelet_addr}");
+        let probe = https(None);
+        let url = format!("{base}/healthz");
+        let up = koupleless_testkit::eventually(std::time::Duration::from_secs(20), || {
+            let (c, url) = (probe.clone(), url.clone());
+            async move { c.get(url).send().await.is_ok() }
+        })
+        .await;
+        assert!(up, "the kubelet API serves TLS");
+        World {
+            base,
+            asked,
+            cancel,
+            controller,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn calls(&self) -> usize {
+        self.asked.lock().unwrap().len()
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.controller.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_logs_of_a_module_pod() {
     let kube = Kube::start().await;
-    let (agent_port, asked) = fake_agent().await;
     let (ca_pem, client_pem) = pki();
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.crt");
     std::fs::write(&ca_file, &ca_pem).unwrap();
-
-    let mut s = settings("ctl-kubelet", None, true);
-    s.kubelet.client_ca = Some(ca_file);
-    s.kubelet.arklet_token = BearerToken::new("agent-secret");
-    let kubelet = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let kubelet_addr = kubelet.local_addr().unwrap();
-    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let cancel = CancellationToken::new();
-    let controller = tokio::spawn(koupleless_controller::run(
-        s,
-        kube.client.clone(),
-        Listeners {
-            http_tunnel: Some(http),
-            kubelet: Some(kubelet),
-            ..Listeners::default()
-        },
-        cancel.clone(),
-    ));
-
-    // A vnode-shaped Node (no component label: this controller leaves it alone) whose base's
-    // agent serves on `agent_port`, and a two-module Pod on it, one module installed.
-    let nodes: Api<Node> = Api::all(kube.client.clone());
-    let node: Node = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": "vnode.logs.suite",
-            "labels": {"base.koupleless.io/tunnel-port": agent_port.to_string()}},
-    }))
-    .unwrap();
-    nodes.create(&PostParams::default(), &node).await.unwrap();
-    let pods: Api<Pod> = Api::namespaced(kube.client.clone(), "default");
-    let pod: Pod = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "two", "namespace": "default",
-            "labels": {"virtual-kubelet.koupleless.io/component": "module"}},
-        "spec": {"nodeName": "vnode.logs.suite", "containers": [
-            {"name": "biz1", "image": "https://r/biz1.jar"},
-            {"name": "biz2", "image": "https://r/biz2.jar"}]},
-    }))
-    .unwrap();
-    pods.create(&PostParams::default(), &pod).await.unwrap();
-    let status = json!({"status": {"hostIP": "127.0.0.1", "containerStatuses": [{
-        "name": "biz1", "image": "https://r/biz1.jar", "imageID": "https://r/biz1.jar",
-        "ready": true, "restartCount": 0,
-        "containerID": "koupleless://vnode.logs.suite/biz1:1.0.0"}]}});
-    pods.patch_status("two", &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
-    let plain: Pod = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "plain", "namespace": "default"},
-        "spec": {"nodeName": "vnode.logs.suite", "containers": [{"name": "c", "image": "nginx"}]},
-    }))
-    .unwrap();
-    pods.create(&PostParams::default(), &plain).await.unwrap();
-
-    let base = format!("https://{kubelet_addr}");
+    let w = World::start(&kube.client, Some(ca_file)).await;
     let trusted = https(Some(&client_pem));
-    let wait = koupleless_testkit::eventually(std::time::Duration::from_secs(20), || {
-        let c = trusted.clone();
-        let url = format!("{base}/containerLogs/default/two/biz1");
-        async move { c.get(url).send().await.is_ok() }
-    })
-    .await;
-    assert!(wait, "the kubelet API serves TLS");
 
     // The module's own log, with the kubelet's options passed on and the agent token sent.
     let resp = trusted
-        .get(format!(
-            "{base}/containerLogs/default/two/biz1?tailLines=5&timestamps=true&follow=false&insecureSkipTLSVerifyBackend=true"
+        .get(w.url(
+            "/containerLogs/default/two/biz1?tailLines=5&timestamps=true&follow=false&insecureSkipTLSVerifyBackend=true",
         ))
         .send()
         .await
@@ -173,7 +204,7 @@ async fn container_logs_of_a_module_pod() {
         resp.text().await.unwrap(),
         "biz1 1.0.0 line 1\nbiz1 1.0.0 line 2\n"
     );
-    let a = asked.lock().unwrap().last().cloned().unwrap();
+    let a = w.asked.lock().unwrap().last().cloned().unwrap();
     assert_eq!(a.path, "biz1/1.0.0");
     assert_eq!(a.query, "tailLines=5&timestamps=true&follow=false");
     assert_eq!(a.authorization, "Bearer agent-secret");
@@ -190,25 +221,92 @@ async fn container_logs_of_a_module_pod() {
         (trusted.clone(), "/portForward/default/two", 501),
         (trusted.clone(), "/stats/summary", 404),
     ];
-    let before = asked.lock().unwrap().len();
+    let before = w.calls();
     for (client, path, want) in cases {
-        let resp = client.get(format!("{base}{path}")).send().await.unwrap();
+        let resp = client.get(w.url(path)).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), want, "{path}");
     }
-    // A bearer token that cannot be reviewed (this test server has no TokenReview) is refused.
+    // Without RBAC this test server authenticates no token: 401.
     let resp = https(None)
-        .get(format!("{base}/containerLogs/default/two/biz1"))
+        .get(w.url("/containerLogs/default/two/biz1"))
         .bearer_auth("some-token")
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
-    assert_eq!(
-        asked.lock().unwrap().len(),
-        before,
-        "no refused call reached the agent"
-    );
+    assert_eq!(w.calls(), before, "no refused call reached the agent");
+    w.stop().await;
+}
 
-    cancel.cancel();
-    controller.await.unwrap().unwrap();
+/// Bearer tokens, as a kubelet checks them: TokenReview authenticates, SubjectAccessReview on
+/// the vnode's `nodes/proxy` authorizes (the API test server enforcing RBAC).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_are_reviewed() {
+    let (admin, server) =
+        koupleless_kube_apiserver::start_with(koupleless_kube_apiserver::Config {
+            rbac: true,
+            ..Default::default()
+        })
+        .await
+        .expect("API test server with RBAC");
+    let w = World::start(&admin, None).await;
+
+    // Two ServiceAccounts: one granted nodes/proxy, one granted nothing.
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(admin.clone(), "default");
+    for name in ["log-reader", "nobody"] {
+        let sa = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        sas.create(&PostParams::default(), &sa).await.unwrap();
+    }
+    let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(admin.clone());
+    let role = serde_json::from_value(json!({
+        "metadata": {"name": "node-logs"},
+        "rules": [{"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}],
+    }))
+    .unwrap();
+    roles.create(&PostParams::default(), &role).await.unwrap();
+    let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(admin.clone());
+    let binding = serde_json::from_value(json!({
+        "metadata": {"name": "node-logs"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "node-logs"},
+        "subjects": [{"kind": "ServiceAccount", "name": "log-reader", "namespace": "default"}],
+    }))
+    .unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+
+    let reader = server
+        .service_account_token("default", "log-reader")
+        .unwrap();
+    let nobody = server.service_account_token("default", "nobody").unwrap();
+    let call = |token: String| {
+        let url = w.url("/containerLogs/default/two/biz1");
+        async move {
+            https(None)
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let resp = call(reader).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("biz1 1.0.0 line 1"));
+    let before = w.calls();
+    let resp = call(nobody).await;
+    assert_eq!(resp.status(), 403);
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("system:serviceaccount:default:nobody"),
+        "the 403 names the user"
+    );
+    assert_eq!(call("not-a-token".into()).await.status(), 401);
+    assert_eq!(w.calls(), before, "refused callers never reach the agent");
+    w.stop().await;
+    drop(server);
 }

@@ -110,3 +110,35 @@ pub fn server_config(
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_files_generated_and_with_a_client_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        assert!(server_config(Some((&cert, &key)), None, vec![]).is_ok());
+        assert!(server_config(None, Some(&cert), vec!["localhost".into()]).is_ok());
+        // Key and certificate swapped, a missing file, a file without PEM.
+        assert!(matches!(
+            server_config(Some((&key, &cert)), None, vec![]),
+            Err(TlsError::NoPem { .. })
+        ));
+        let missing = dir.path().join("missing.crt");
+        assert!(matches!(
+            server_config(None, Some(&missing), vec![]),
+            Err(TlsError::Read { .. })
+        ));
+        let junk = dir.path().join("junk.crt");
+        std::fs::write(&junk, "not pem").unwrap();
+        assert!(matches!(
+            server_config(None, Some(&junk), vec![]),
+            Err(TlsError::NoPem { .. })
+        ));
+    }
+}
