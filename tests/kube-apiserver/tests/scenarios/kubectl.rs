@@ -9,9 +9,14 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// Whether to skip for want of kubectl: under `KOUPLELESS_REQUIRE_TOOLS=1` (scripts/test) a
+/// missing kubectl fails the test instead; a plain `cargo test` skips and says so.
 fn skip() -> bool {
     if kubectl_bin().is_none() {
-        eprintln!("SKIP: kubectl not found (set KUBECTL or put kubectl on PATH)");
+        koupleless_testkit::skip_or_fail(
+            "kubectl scenarios",
+            "kubectl not found (set KUBECTL or put kubectl on PATH)",
+        );
         return true;
     }
     false
