@@ -1,7 +1,7 @@
 //! The agent and module manifests in `deploy/` are accepted by the API (kubectl against the API
 //! test server), and every environment variable the agent sidecar sets is one the agent reads.
-//! (`deploy/dev/mosquitto.yaml` uses ConfigMaps and Secrets, which the test server does not
-//! serve, so it is not applied here.)
+//! (The overlays, the broker and the other samples are applied by `deploy_overlays.rs` and
+//! `deploy_samples.rs`.)
 
 use clap::{CommandFactory, Parser};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -63,8 +63,21 @@ async fn agent_and_module_manifests_apply_and_name_real_flags() {
             .unwrap_or_else(|| panic!("{} is not read by the agent", var.name));
         // Secrets come from a secretKeyRef in the manifest; any value will do here.
         let value = var.value.clone().unwrap_or_else(|| "from-secret".into());
-        argv.push(format!("--{}", arg.get_long().unwrap()));
-        argv.push(value);
+        let flag = format!("--{}", arg.get_long().unwrap());
+        if arg.get_action().takes_values() {
+            argv.push(flag);
+            argv.push(value);
+        } else {
+            // A switch: clap reads its variable as a boolean; only "true" turns it on.
+            assert!(
+                matches!(value.as_str(), "true" | "false"),
+                "{}: a switch takes true or false, not {value:?}",
+                var.name
+            );
+            if value == "true" {
+                argv.push(flag);
+            }
+        }
     }
     let cfg = koupleless_agent::config::Config::try_parse_from(&argv)
         .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
