@@ -256,6 +256,7 @@ pub async fn start(cfg: Config) -> Result<Agent, StartError> {
     };
     // These backends drive a base JVM that runs beside the agent.
     let base_jvm_backend = matches!(cfg.backend, BackendKind::ArkTelnet | BackendKind::Arklet);
+    let jvm_expected = cfg.base_pid.is_some() || cfg.base_main_class.is_some() || base_jvm_backend;
 
     let health_cfg = HealthConfig {
         pid: cfg.base_pid,
@@ -263,9 +264,12 @@ pub async fn start(cfg: Config) -> Result<Agent, StartError> {
         attach: !cfg.no_attach,
         base_name: cfg.base_name.clone(),
         base_version: cfg.base_version.clone(),
+        // No base JVM expected: the agent is the base, and any JVM it could find (a module
+        // process, an unrelated one on the host) must be neither read nor attached to.
+        track_jvm: jvm_expected,
+        down_grace: cfg.jvm_down_grace,
         ..HealthConfig::default()
     };
-    let jvm_expected = cfg.base_pid.is_some() || cfg.base_main_class.is_some() || base_jvm_backend;
     let sampler = HealthSampler::new(health_cfg);
     {
         let (s, c) = (sampler.clone(), cancel.child_token());
@@ -338,7 +342,9 @@ pub async fn start(cfg: Config) -> Result<Agent, StartError> {
         let mut reasons = Vec::new();
         if ready_requires_jvm {
             let h = ready_sampler.latest();
-            if !h.jvm_alive {
+            // Found, alive and making progress: a hung JVM (clock counter stopped) serves
+            // nothing either.
+            if !h.healthy {
                 reasons.push(h.problem.unwrap_or_else(|| "base JVM not found".into()));
             }
         }

@@ -179,9 +179,14 @@ pub struct Config {
     /// `withAllBizReadiness`).
     #[arg(long, env = "KOUPLELESS_AGENT_READY_WITH_ALL_BIZ")]
     pub ready_with_all_biz: bool,
-    /// `/readyz` requires the base JVM to be found and alive.
+    /// `/readyz` requires the base JVM to be found, alive and making progress.
     #[arg(long, env = "KOUPLELESS_AGENT_READY_REQUIRES_JVM")]
     pub ready_requires_jvm: bool,
+    /// How long the base JVM may stay down (exited, killed, hung) while the agent runs before
+    /// the base counts as gone and is reported `deactivated` (its Node deleted). Until then it
+    /// is reported `broken`: unhealthy, Node NotReady, modules kept for when it is back.
+    #[arg(long, env = "KOUPLELESS_AGENT_JVM_DOWN_GRACE", value_parser = humantime::parse_duration, default_value = "120s")]
+    pub jvm_down_grace: Duration,
     /// Log as JSON lines.
     #[arg(long, env = "KOUPLELESS_AGENT_LOG_JSON")]
     pub log_json: bool,

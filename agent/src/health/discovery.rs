@@ -30,6 +30,9 @@ pub struct JvmProcess {
     pub owner: Option<(u32, u32)>,
     /// The hsperfdata file, when one exists.
     pub perf_path: Option<PathBuf>,
+    /// Device and inode of the perf file when it was found: a file of the same name with
+    /// another identity belongs to a new JVM (a restarted container reuses pid 1).
+    pub perf_id: Option<(u64, u64)>,
     /// The JVM's `/tmp` as the agent sees it.
     pub tmp_dir: PathBuf,
     /// The JVM's root directory as the agent sees it (`/proc/<pid>/root` or `/`).
@@ -39,6 +42,39 @@ pub struct JvmProcess {
     pub command: String,
     /// The full command line (NUL-separated arguments joined with spaces), when readable.
     pub cmdline: Option<String>,
+}
+
+/// How the tracked JVM was found, which decides how its liveness is checked and whether it
+/// may ever be signalled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FoundBy {
+    /// Its pid is visible in this agent's `/proc` (same or shared pid namespace), checked
+    /// against the perf file; liveness from the pid and its start time.
+    Pid,
+    /// Only its hsperfdata file is visible (separate pid namespace, shared `/tmp`); liveness
+    /// from the file, and no signal is ever sent.
+    FileOnly,
+}
+
+impl FoundBy {
+    /// Words for logs and `BaseHealth::found_by`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            FoundBy::Pid => "pid visible in this agent's /proc",
+            FoundBy::FileOnly => "hsperfdata file only (pid not visible)",
+        }
+    }
+}
+
+impl JvmProcess {
+    /// How this JVM was found.
+    pub fn found_by(&self) -> FoundBy {
+        if self.host_pid.is_some() {
+            FoundBy::Pid
+        } else {
+            FoundBy::FileOnly
+        }
+    }
 }
 
 /// Why no JVM was chosen.
@@ -321,12 +357,17 @@ pub fn inspect_pid(proc_root: &Path, pid: u32, force: bool) -> Inspect {
     {
         command = c;
     }
+    let perf_id = perf_path
+        .as_ref()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| (m.dev(), m.ino()));
     Inspect::Jvm(Box::new(JvmProcess {
         host_pid: Some(pid),
         ns_pid,
         start_ticks,
         owner,
         perf_path,
+        perf_id,
         tmp_dir,
         root,
         command,
@@ -393,10 +434,11 @@ pub fn scan(proc_root: &Path, tmp: &Path) -> Scan {
             if seen_files.contains(&(meta.dev(), meta.ino())) {
                 continue;
             }
-            // A visible process that shares our /tmp (a JVM with another command name, or one
-            // that created its file after the /proc pass): describe it through /proc.
-            let proc_tmp = proc_root.join(ns_pid.to_string()).join("root/tmp");
-            if same_file(&proc_tmp, tmp) {
+            // The file's name is the JVM's pid in *its* namespace. It names a process of ours
+            // only if that process really maps this very file; otherwise (separate pid
+            // namespace, where "1" would be the agent itself or its init) the file is all we
+            // have.
+            if pid_owns_perf_file(proc_root, ns_pid, meta.dev(), meta.ino()) {
                 if let Inspect::Jvm(j) = inspect_pid(proc_root, ns_pid, true)
                     && j.perf_path.is_some()
                 {
@@ -427,6 +469,7 @@ pub fn scan(proc_root: &Path, tmp: &Path) -> Scan {
                 start_ticks: None,
                 owner: Some((meta.uid(), meta.gid())),
                 perf_path: Some(path),
+                perf_id: Some((meta.dev(), meta.ino())),
                 tmp_dir: tmp.to_owned(),
                 root: PathBuf::from("/"),
                 command: snap.and_then(|s| s.java_command).unwrap_or_default(),
@@ -482,26 +525,169 @@ pub fn discover(
     }
 }
 
-/// Whether the tracked JVM still lives: same pid with the same start time, or (pid not
-/// visible) its perf file still locked.
-pub fn is_alive(proc_root: &Path, jvm: &JvmProcess) -> bool {
+/// How a tracked JVM ended, as far as its traces tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JvmExit {
+    /// Its hsperfdata file was removed: HotSpot does that on a normal exit (`System.exit`,
+    /// SIGTERM), so the JVM shut down.
+    Shutdown,
+    /// Its hsperfdata file is still there but no longer locked: the JVM was killed (SIGKILL,
+    /// OOM killer) or crashed, which leaves the file behind.
+    Killed,
+    /// A file of the same name now belongs to another JVM (a restarted container reuses pid 1).
+    Replaced,
+    /// Its process is gone and no file tells how.
+    ProcessGone,
+}
+
+impl JvmExit {
+    /// Words for the health report.
+    pub fn describe(self) -> &'static str {
+        match self {
+            JvmExit::Shutdown => "shut down (its hsperfdata file was removed)",
+            JvmExit::Killed => {
+                "was killed or crashed (its hsperfdata file was left behind, unlocked)"
+            }
+            JvmExit::Replaced => "was replaced by another JVM (its hsperfdata file was recreated)",
+            JvmExit::ProcessGone => "exited (its process is gone)",
+        }
+    }
+}
+
+/// Whether a tracked JVM lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// It does.
+    Alive,
+    /// It ended.
+    Gone(JvmExit),
+}
+
+/// What the agent sees of a perf file right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileObservation {
+    /// Device and inode; None when the file is absent.
+    pub id: Option<(u64, u64)>,
+    /// Whether a JVM holds its lock; None when that could not be probed.
+    pub locked: Option<bool>,
+}
+
+impl FileObservation {
+    /// Observes `path` (metadata, then the flock probe).
+    pub fn of(path: &Path) -> Self {
+        match std::fs::metadata(path) {
+            Ok(m) => FileObservation {
+                id: Some((m.dev(), m.ino())),
+                locked: perf_file_locked(path).ok(),
+            },
+            Err(_) => FileObservation {
+                id: None,
+                locked: None,
+            },
+        }
+    }
+}
+
+/// Liveness of a JVM known only by its perf file (`expected` = the identity it had when the
+/// JVM was found): alive while the same file is there and locked. A lock that cannot be
+/// probed counts as held, since the file being there is the only other evidence. Pure.
+pub fn file_liveness(expected: Option<(u64, u64)>, obs: FileObservation) -> Liveness {
+    match obs.id {
+        None => Liveness::Gone(JvmExit::Shutdown),
+        Some(id) if expected.is_some_and(|e| e != id) => Liveness::Gone(JvmExit::Replaced),
+        Some(_) if obs.locked == Some(false) => Liveness::Gone(JvmExit::Killed),
+        Some(_) => Liveness::Alive,
+    }
+}
+
+/// How a JVM whose pid disappeared ended, from its perf file when the agent can still see it
+/// (shared `/tmp`); through `/proc/<pid>/root` it vanished with the process. Pure.
+pub fn pid_exit(file: Option<FileObservation>, expected: Option<(u64, u64)>) -> JvmExit {
+    match file.map(|obs| file_liveness(expected, obs)) {
+        Some(Liveness::Gone(exit)) => exit,
+        // Still locked by a process we no longer see: cannot tell; or not observable.
+        Some(Liveness::Alive) | None => JvmExit::ProcessGone,
+    }
+}
+
+/// Whether the tracked JVM still lives: same pid with the same start time (and not a zombie),
+/// or, known by its file only, the same perf file still there and locked.
+pub fn liveness(proc_root: &Path, jvm: &JvmProcess) -> Liveness {
     match jvm.host_pid {
         Some(pid) => {
             let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat"));
-            match stat {
+            let alive = match stat {
                 // A zombie has exited; its start time is still there, so check the state too.
                 Ok(s) => {
                     !matches!(parse_stat_state(&s), Some("Z" | "X"))
                         && (jvm.start_ticks.is_none() || parse_stat_start(&s) == jvm.start_ticks)
                 }
                 Err(_) => false,
+            };
+            if alive {
+                return Liveness::Alive;
             }
+            // A path through /proc/<pid>/root names whatever reuses the pid now.
+            let file = jvm
+                .perf_path
+                .as_deref()
+                .filter(|p| !p.starts_with(proc_root))
+                .map(FileObservation::of);
+            Liveness::Gone(pid_exit(file, jvm.perf_id))
         }
-        None => jvm
-            .perf_path
-            .as_deref()
-            .is_some_and(|p| perf_file_locked(p).unwrap_or(false)),
+        None => match jvm.perf_path.as_deref() {
+            Some(p) => file_liveness(jvm.perf_id, FileObservation::of(p)),
+            None => Liveness::Gone(JvmExit::ProcessGone),
+        },
     }
+}
+
+/// Whether the tracked JVM still lives (see [`liveness`]).
+pub fn is_alive(proc_root: &Path, jvm: &JvmProcess) -> bool {
+    liveness(proc_root, jvm) == Liveness::Alive
+}
+
+/// Linux `dev_t` as `(major, minor)`, the form `/proc/<pid>/maps` prints (glibc encoding).
+pub fn dev_major_minor(dev: u64) -> (u64, u64) {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & 0xffff_f000);
+    let minor = (dev & 0xff) | ((dev >> 12) & 0xffff_ff00);
+    (major, minor)
+}
+
+/// Whether `/proc/<pid>/maps` text maps the file with this device and inode (HotSpot maps its
+/// perf file for its whole life). Pure.
+pub fn maps_contain(maps: &str, dev: u64, ino: u64) -> bool {
+    let (major, minor) = dev_major_minor(dev);
+    maps.lines().any(|l| {
+        let mut f = l.split_whitespace().skip(3);
+        let (Some(d), Some(i)) = (f.next(), f.next()) else {
+            return false;
+        };
+        let Some((ma, mi)) = d.split_once(':') else {
+            return false;
+        };
+        u64::from_str_radix(ma, 16) == Ok(major)
+            && u64::from_str_radix(mi, 16) == Ok(minor)
+            && i.parse::<u64>() == Ok(ino)
+    })
+}
+
+/// Whether `/proc/<pid>` in the agent's namespace is the JVM owning the perf file `(dev, ino)`
+/// named `<pid>`: a process of this namespace (innermost `NSpid` equal to `pid`, so its own
+/// view of its pid is the file's name), not the agent, and mapping that very file. Anything
+/// unreadable counts as "no": the file alone is then used, which never signals.
+pub fn pid_owns_perf_file(proc_root: &Path, pid: u32, dev: u64, ino: u64) -> bool {
+    if pid == std::process::id() {
+        return false;
+    }
+    let proc = proc_root.join(pid.to_string());
+    let Ok(status) = std::fs::read_to_string(proc.join("status")) else {
+        return false;
+    };
+    if parse_status(&status).ns_pid != Some(pid) {
+        return false;
+    }
+    std::fs::read_to_string(proc.join("maps")).is_ok_and(|m| maps_contain(&m, dev, ino))
 }
 
 #[cfg(test)]
@@ -604,6 +790,115 @@ mod tests {
     }
 
     #[test]
+    fn file_liveness_table() {
+        let id = Some((7, 100));
+        let obs = |id: Option<(u64, u64)>, locked: Option<bool>| FileObservation { id, locked };
+        let table = [
+            // Present, same file, locked: alive.
+            (id, obs(id, Some(true)), Liveness::Alive),
+            // Lock not probeable (permissions): the file's presence is the evidence.
+            (id, obs(id, None), Liveness::Alive),
+            // Removed: HotSpot deletes its file on a normal exit.
+            (id, obs(None, None), Liveness::Gone(JvmExit::Shutdown)),
+            // Left behind unlocked: killed or crashed.
+            (id, obs(id, Some(false)), Liveness::Gone(JvmExit::Killed)),
+            // Same name, another inode: a new JVM took pid 1's file, even if locked.
+            (
+                id,
+                obs(Some((7, 101)), Some(true)),
+                Liveness::Gone(JvmExit::Replaced),
+            ),
+            (
+                id,
+                obs(Some((8, 100)), Some(true)),
+                Liveness::Gone(JvmExit::Replaced),
+            ),
+            // Identity unknown: presence and lock decide.
+            (None, obs(Some((7, 101)), Some(true)), Liveness::Alive),
+            (
+                None,
+                obs(Some((7, 101)), Some(false)),
+                Liveness::Gone(JvmExit::Killed),
+            ),
+        ];
+        for (i, (expected, o, want)) in table.into_iter().enumerate() {
+            assert_eq!(file_liveness(expected, o), want, "row {i}");
+        }
+        let gone = FileObservation {
+            id: None,
+            locked: None,
+        };
+        assert_eq!(pid_exit(Some(gone), id), JvmExit::Shutdown);
+        assert_eq!(
+            pid_exit(
+                Some(FileObservation {
+                    id,
+                    locked: Some(false)
+                }),
+                id
+            ),
+            JvmExit::Killed
+        );
+        assert_eq!(pid_exit(None, id), JvmExit::ProcessGone);
+        assert_eq!(
+            pid_exit(
+                Some(FileObservation {
+                    id,
+                    locked: Some(true)
+                }),
+                id
+            ),
+            JvmExit::ProcessGone
+        );
+    }
+
+    #[test]
+    fn maps_lines_match_device_and_inode() {
+        // makedev(0xfd, 0x01) and makedev(0x103, 0x2345) in glibc's encoding.
+        let dev_fd01 = (0xfd << 8) | 0x01;
+        assert_eq!(dev_major_minor(dev_fd01), (0xfd, 0x01));
+        // glibc's makedev, written out independently of the code under test.
+        fn makedev(major: u64, minor: u64) -> u64 {
+            ((major & 0xfff) << 8)
+                | ((major & !0xfff) << 32)
+                | (minor & 0xff)
+                | ((minor & !0xff) << 12)
+        }
+        assert_eq!(makedev(0xfd, 0x01), dev_fd01);
+        assert_eq!(dev_major_minor(makedev(0x103, 0x2345)), (0x103, 0x2345));
+        assert_eq!(dev_major_minor(makedev(0x1234, 0x56789)), (0x1234, 0x56789));
+        let maps = "\
+7f0000000000-7f0000008000 rw-s 00000000 fd:01 1234567                    /tmp/hsperfdata_root/1
+7f0000010000-7f0000020000 r-xp 00000000 fd:01 42                         /usr/lib/jvm/bin/java
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]
+";
+        assert!(maps_contain(maps, dev_fd01, 1_234_567));
+        assert!(!maps_contain(maps, dev_fd01, 1_234_568));
+        assert!(!maps_contain(maps, (0xfd << 8) | 0x02, 1_234_567));
+        assert!(!maps_contain("", dev_fd01, 1_234_567));
+        assert!(!maps_contain("garbage line\n", dev_fd01, 1_234_567));
+    }
+
+    #[test]
+    fn a_file_named_after_our_pid_or_an_unrelated_process_is_not_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("1");
+        std::fs::write(&p, b"x").unwrap();
+        let m = std::fs::metadata(&p).unwrap();
+        let proc = Path::new("/proc");
+        // The agent itself (pid 1 in its own namespace, in the reported bug).
+        assert!(!pid_owns_perf_file(
+            proc,
+            std::process::id(),
+            m.dev(),
+            m.ino()
+        ));
+        // A live process that does not map the file (init, or whatever has that pid).
+        assert!(!pid_owns_perf_file(proc, 1, m.dev(), m.ino()));
+        assert!(!pid_owns_perf_file(proc, u32::MAX - 1, m.dev(), m.ino()));
+    }
+
+    #[test]
     fn hints_name_the_remedy() {
         let h = permission_hint(Path::new("/proc/7/root/tmp"), Some((1000, 1000)), true);
         assert_eq!(
@@ -625,6 +920,7 @@ mod tests {
             start_ticks: start,
             owner: None,
             perf_path: None,
+            perf_id: None,
             tmp_dir: PathBuf::from("/tmp"),
             root: PathBuf::from("/"),
             command: String::new(),

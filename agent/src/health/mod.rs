@@ -23,7 +23,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use koupleless_protocol::health::{CpuInfo, JvmInfo};
+use koupleless_protocol::state::BizState;
 
+pub use discovery::{FoundBy, JvmExit};
 pub use jvm::MetaspaceSource;
 pub use sampler::HealthSampler;
 
@@ -58,6 +60,13 @@ pub struct HealthConfig {
     /// The agent's view of the shared `/tmp`, scanned for perf files of JVMs whose pids are
     /// not visible.
     pub tmp_dir: PathBuf,
+    /// Whether a base JVM is expected at all. When not (the process backend without a pid or
+    /// pattern: the agent is the base), nothing is discovered, read or attached: only CPU.
+    pub track_jvm: bool,
+    /// How long the base JVM may stay down (exited, killed, hung) while the agent lives before
+    /// the base counts as gone (`deactivated`). Before that it is `broken`: unhealthy, so its
+    /// Node turns NotReady, while a container restart brings it back without losing the Node.
+    pub down_grace: Duration,
 }
 
 impl Default for HealthConfig {
@@ -74,6 +83,8 @@ impl Default for HealthConfig {
             hang_threshold: Some(Duration::from_secs(30)),
             proc_root: PathBuf::from("/proc"),
             tmp_dir: PathBuf::from("/tmp"),
+            track_jvm: true,
+            down_grace: Duration::from_secs(120),
         }
     }
 }
@@ -102,4 +113,66 @@ pub struct BaseHealth {
     pub attach_off: Option<String>,
     /// Where `java used/committed metaspace` come from.
     pub metaspace_source: MetaspaceSource,
+    /// `masterBizInfo.bizState`: see [`base_state`].
+    pub state: BizState,
+    /// How the tracked JVM was found (None when none is tracked).
+    pub found_by: Option<FoundBy>,
+    /// Which JVM (or perf file) is tracked and why it was chosen.
+    pub choice: Option<String>,
+    /// How the last tracked JVM ended, until another one is tracked.
+    pub last_exit: Option<JvmExit>,
+}
+
+/// The base JVM's condition as the sampler sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JvmCondition {
+    /// Alive and its clock counter advancing.
+    Up,
+    /// Alive but `sun.os.hrt.ticks` has not moved for this long (stopped or hung).
+    Hung(Duration),
+    /// Not running (exited, killed, not started yet) for this long.
+    Down(Duration),
+}
+
+/// The base's `masterBizInfo` state: `activated` while the JVM is up; `broken` (unhealthy:
+/// the Node turns NotReady, its modules not ready) while it is down or hung for less than
+/// `grace`, since the Pod lives and Kubernetes restarts a crashed container in seconds;
+/// `deactivated` (the base is gone, its Node removed) after that. A real shutdown (the agent
+/// receiving SIGTERM) is reported by the tunnels' final `deactivated` heartbeat, not here.
+/// Pure.
+pub fn base_state(condition: JvmCondition, grace: Duration) -> BizState {
+    match condition {
+        JvmCondition::Up => BizState::Activated,
+        JvmCondition::Hung(d) | JvmCondition::Down(d) if d < grace => BizState::Broken,
+        JvmCondition::Hung(_) | JvmCondition::Down(_) => BizState::Deactivated,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_state_table() {
+        let g = Duration::from_secs(60);
+        let s = Duration::from_secs;
+        let table = [
+            (JvmCondition::Up, g, BizState::Activated),
+            (JvmCondition::Down(s(0)), g, BizState::Broken),
+            (JvmCondition::Down(s(59)), g, BizState::Broken),
+            (JvmCondition::Down(s(60)), g, BizState::Deactivated),
+            (JvmCondition::Hung(s(30)), g, BizState::Broken),
+            (JvmCondition::Hung(s(61)), g, BizState::Deactivated),
+            // No grace: any outage is a departure (the old behaviour).
+            (
+                JvmCondition::Down(s(0)),
+                Duration::ZERO,
+                BizState::Deactivated,
+            ),
+            (JvmCondition::Up, Duration::ZERO, BizState::Activated),
+        ];
+        for (i, (c, grace, want)) in table.into_iter().enumerate() {
+            assert_eq!(base_state(c, grace), want, "row {i}: {c:?}");
+        }
+    }
 }

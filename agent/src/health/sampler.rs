@@ -8,16 +8,15 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use koupleless_protocol::health::{BizHealthMeta, HealthData};
-use koupleless_protocol::state::BizState;
 use regex::Regex;
 use tokio_util::sync::CancellationToken;
 
 use super::attach::{self, AttachClient, AttachError, AttachTarget};
 use super::cpu::{self, CpuTicks, CpuUsage};
-use super::discovery::{self, JvmProcess};
+use super::discovery::{self, JvmExit, JvmProcess, Liveness};
 use super::hsperf::{self, PerfSnapshot};
 use super::jvm::{self, AttachData, Inputs, ProcFacts};
-use super::{BaseHealth, HealthConfig, MetaspaceSource};
+use super::{BaseHealth, HealthConfig, JvmCondition, MetaspaceSource, base_state};
 
 /// perf files are 32 KiB by default; `-XX:PerfDataMemorySize` can raise that. Anything larger
 /// than this is not a perf file.
@@ -57,6 +56,12 @@ struct Probe {
     last_warning: Option<String>,
     /// The tracked JVM's exit, reported until another JVM is tracked.
     last_exit: Option<String>,
+    /// How it ended.
+    last_exit_kind: Option<JvmExit>,
+    /// Since when no live JVM is tracked (set at the first sample without one).
+    down_since: Option<Instant>,
+    /// Which JVM is tracked and why.
+    choice: Option<String>,
 }
 
 #[derive(Debug)]
@@ -118,6 +123,10 @@ impl HealthSampler {
             gc_count: None,
             metaspace_source: MetaspaceSource::Unknown,
             attach_off: None,
+            state: base_state(JvmCondition::Down(Duration::ZERO), cfg.down_grace),
+            found_by: None,
+            choice: None,
+            last_exit: None,
         };
         HealthSampler {
             inner: Arc::new(Inner {
@@ -182,8 +191,9 @@ impl HealthSampler {
         lock(&self.inner.published).health.clone()
     }
 
-    /// `masterBizInfo` for the base: `activated` while the JVM is alive and healthy,
-    /// `deactivated` otherwise, so the controller closes the node at once.
+    /// `masterBizInfo` for the base: `activated` while the JVM is alive and making progress,
+    /// `broken` while it is down or hung within [`HealthConfig::down_grace`], `deactivated`
+    /// after that (see [`base_state`](super::base_state)).
     pub fn master_biz(&self) -> BizHealthMeta {
         self.master_biz_of(&self.latest())
     }
@@ -191,11 +201,7 @@ impl HealthSampler {
     fn master_biz_of(&self, h: &BaseHealth) -> BizHealthMeta {
         BizHealthMeta {
             biz_name: self.inner.cfg.base_name.clone(),
-            biz_state: if h.healthy {
-                BizState::Activated
-            } else {
-                BizState::Deactivated
-            },
+            biz_state: h.state,
             biz_version: self.inner.cfg.base_version.clone(),
             web_context_path: Some("/".to_owned()),
         }
@@ -227,13 +233,17 @@ impl Inner {
             probe.cpu_prev = Some(cur);
         }
         self.check_alive(&mut probe);
-        if probe.tracked.is_none() {
+        if probe.tracked.is_none() && self.cfg.track_jvm {
             self.discover(&mut probe);
         }
         if let Some(t) = probe.tracked.as_mut() {
             if t.jvm.perf_path.is_none() {
                 // A starting JVM creates its file a little after the process appears.
                 if let Ok(Some(p)) = discovery::find_perf_file(&t.jvm.tmp_dir, t.jvm.ns_pid) {
+                    t.jvm.perf_id = std::fs::metadata(&p).ok().map(|m| {
+                        use std::os::unix::fs::MetadataExt;
+                        (m.dev(), m.ino())
+                    });
                     t.jvm.perf_path = Some(p);
                 }
             }
@@ -259,11 +269,12 @@ impl Inner {
         let Some(t) = probe.tracked.as_ref() else {
             return;
         };
-        if discovery::is_alive(&self.cfg.proc_root, &t.jvm) {
-            return;
-        }
+        let exit = match discovery::liveness(&self.cfg.proc_root, &t.jvm) {
+            Liveness::Alive => return,
+            Liveness::Gone(exit) => exit,
+        };
         let who = describe(&t.jvm);
-        tracing::warn!(jvm = %who, "base JVM exited");
+        tracing::warn!(jvm = %who, how = exit.describe(), "base JVM gone");
         // Only a socket in our own view of /tmp can be attributed safely; through
         // /proc/<pid>/root a reused pid would point at another process's /tmp.
         if (t.jvm.host_pid.is_none() || t.jvm.tmp_dir == self.cfg.tmp_dir)
@@ -271,7 +282,10 @@ impl Inner {
         {
             tracing::info!(jvm = %who, "removed the stale attach socket of the exited JVM");
         }
-        probe.last_exit = Some(format!("base JVM {who} exited"));
+        probe.last_exit = Some(format!("base JVM {who} {}", exit.describe()));
+        probe.last_exit_kind = Some(exit);
+        probe.down_since.get_or_insert_with(Instant::now);
+        probe.choice = None;
         probe.tracked = None;
     }
 
@@ -306,7 +320,24 @@ impl Inner {
                         );
                     }
                 }
-                tracing::info!(jvm = %describe(&jvm), perf = ?jvm.perf_path, "tracking base JVM");
+                let why = match (&probe.last_warning, pattern, self.cfg.pid) {
+                    (_, _, Some(_)) => "the configured pid".to_owned(),
+                    (Some(w), _, _) => w.clone(),
+                    (None, Some(p), None) => {
+                        format!("the only JVM whose command matches {:?}", p.as_str())
+                    }
+                    (None, None, None) => "the only JVM found".to_owned(),
+                };
+                let choice = format!(
+                    "{} ({}; perf file {}): {why}",
+                    describe(&jvm),
+                    jvm.found_by().describe(),
+                    jvm.perf_path
+                        .as_deref()
+                        .map_or_else(|| "none yet".to_owned(), |p| p.display().to_string()),
+                );
+                tracing::info!(choice = %choice, "tracking base JVM");
+                probe.choice = Some(choice);
                 let facts = proc_facts(&jvm);
                 probe.tracked = Some(Tracked {
                     jvm,
@@ -324,6 +355,8 @@ impl Inner {
                 });
                 probe.not_found = None;
                 probe.last_exit = None;
+                probe.last_exit_kind = None;
+                probe.down_since = None;
             }
             Err(nf) => {
                 probe.not_found = Some(match &probe.last_exit {
@@ -515,7 +548,27 @@ impl Inner {
             probe.cpu_count
         };
         let cpu = cpu::cpu_info(count, brand.as_deref(), probe.cpu_usage);
+        if probe.tracked.is_none() {
+            probe.down_since.get_or_insert_with(Instant::now);
+        }
+        let down_for = probe.down_since.map_or(Duration::ZERO, |d| d.elapsed());
+        let grace = self.cfg.down_grace;
         let health = match &probe.tracked {
+            None if !self.cfg.track_jvm => BaseHealth {
+                jvm: None,
+                cpu,
+                jvm_alive: false,
+                pid: None,
+                healthy: false,
+                problem: Some("no base JVM expected: JVM discovery is off".to_owned()),
+                gc_count: None,
+                metaspace_source: MetaspaceSource::Unknown,
+                attach_off: None,
+                state: base_state(JvmCondition::Down(down_for), grace),
+                found_by: None,
+                choice: None,
+                last_exit: None,
+            },
             None => BaseHealth {
                 jvm: None,
                 cpu,
@@ -532,6 +585,10 @@ impl Inner {
                 gc_count: None,
                 metaspace_source: MetaspaceSource::Unknown,
                 attach_off: None,
+                state: base_state(JvmCondition::Down(down_for), grace),
+                found_by: None,
+                choice: None,
+                last_exit: probe.last_exit_kind,
             },
             Some(t) => {
                 let mut facts = t.facts.clone();
@@ -565,6 +622,13 @@ impl Inner {
                     )
                     .2,
                     attach_off: self.cfg.attach.then(|| t.attach_off.clone()).flatten(),
+                    state: base_state(
+                        t.hung_for.map_or(JvmCondition::Up, JvmCondition::Hung),
+                        grace,
+                    ),
+                    found_by: Some(t.jvm.found_by()),
+                    choice: probe.choice.clone(),
+                    last_exit: None,
                 }
             }
         };
@@ -597,7 +661,7 @@ fn read_and_parse(file: &File, buf: &mut [u8]) -> Result<PerfSnapshot, String> {
 fn describe(j: &JvmProcess) -> String {
     match j.host_pid {
         Some(p) => format!("pid {p}"),
-        None => format!("pid {} (own namespace)", j.ns_pid),
+        None => format!("pid {} (in its own pid namespace)", j.ns_pid),
     }
 }
 
@@ -664,6 +728,7 @@ fn process_uptime(start_ticks: u64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use koupleless_protocol::state::BizState;
 
     fn cfg() -> HealthConfig {
         HealthConfig {
@@ -690,13 +755,36 @@ mod tests {
             h.cpu.free.unwrap(),
         );
         assert!(u + sys + idle <= 100.0 + 1e-9, "{u} {sys} {idle}");
-        assert_eq!(s.master_biz().biz_state, BizState::Deactivated);
+        // Down within the grace: unhealthy, not gone.
+        assert_eq!(s.master_biz().biz_state, BizState::Broken);
         let data = s.health_data();
         assert!(data.jvm.is_none() && data.cpu.is_some());
         assert_eq!(
             data.master_biz_info.unwrap().web_context_path.as_deref(),
             Some("/")
         );
+    }
+
+    #[test]
+    fn nothing_is_discovered_when_no_base_jvm_is_expected() {
+        // Even a configured pid (this very process, alive) is not looked at.
+        let s = HealthSampler::new(HealthConfig {
+            pid: Some(std::process::id()),
+            track_jvm: false,
+            ..HealthConfig::default()
+        });
+        let h = s.sample_now();
+        assert!(h.jvm.is_none() && h.pid.is_none() && !h.jvm_alive);
+        assert_eq!(
+            h.problem.as_deref(),
+            Some("no base JVM expected: JVM discovery is off")
+        );
+        let tracking = HealthSampler::new(HealthConfig {
+            pid: Some(std::process::id()),
+            attach: false,
+            ..HealthConfig::default()
+        });
+        assert_eq!(tracking.sample_now().pid, Some(std::process::id()));
     }
 
     #[test]
@@ -718,6 +806,7 @@ mod tests {
             start_ticks: None,
             owner: None,
             perf_path: None,
+            perf_id: None,
             tmp_dir: PathBuf::from("/tmp"),
             root: PathBuf::from("/"),
             command: String::new(),

@@ -132,6 +132,7 @@ pub async fn run_http_heartbeat<B: RuntimeBackend>(
     let client = client(&cfg)?;
     let heartbeat_url = endpoint_url(&cfg.endpoint, "heartbeat");
     tracing::info!(url = %heartbeat_url, period = ?cfg.interval, port = base.http_port, "starting the HTTP heartbeat");
+    let health = std::sync::Arc::clone(service.health_source());
     let baseline = cfg.fetch_baseline.then(|| {
         AbortOnDropHandle::new(tokio::spawn(fetch_and_install_baseline(
             client.clone(),
@@ -144,13 +145,17 @@ pub async fn run_http_heartbeat<B: RuntimeBackend>(
 
     let mut ticks = tokio::time::interval(cfg.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let body = heartbeat_body(&base, BizState::Activated);
     let mut failing = false;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = ticks.tick() => {}
         }
+        // Deactivated only once the base counts as gone (its JVM down past the grace).
+        let body = heartbeat_body(
+            &base,
+            super::heartbeat_state(health.sample().master.biz_state),
+        );
         let result = tokio::select! {
             _ = cancel.cancelled() => break,
             r = beat_with_retries(&client, &heartbeat_url, &body, cfg.interval) => r,

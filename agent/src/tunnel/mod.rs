@@ -483,6 +483,17 @@ impl Tunnels {
     }
 }
 
+/// The state a periodic heartbeat carries, from the base's `masterBizInfo` state: only a base
+/// that is gone (its JVM down for longer than the configured grace) is `deactivated`; a JVM
+/// that is briefly down is `broken` in `health` (the Node turns NotReady) while the heartbeat
+/// stays `activated`, so the Node and its module Pods survive a container restart. Pure.
+pub fn heartbeat_state(master: BizState) -> BizState {
+    match master {
+        BizState::Deactivated => BizState::Deactivated,
+        _ => BizState::Activated,
+    }
+}
+
 /// `localIP`: `POD_IP` when set, else the interface address the Java base would pick, else
 /// Java's `unknown`.
 pub fn local_ip(pod_ip: Option<&str>, iface: Option<Ipv4Addr>) -> String {
@@ -774,6 +785,19 @@ mod tests {
         let mut b = base("10.0.0.5", "dev");
         b.metadata.version = "1.0.0 final".into();
         assert_eq!(b.problems().len(), 1);
+    }
+
+    #[test]
+    fn heartbeat_state_table() {
+        let table = [
+            (BizState::Activated, BizState::Activated),
+            (BizState::Broken, BizState::Activated),
+            (BizState::Unknown, BizState::Activated),
+            (BizState::Deactivated, BizState::Deactivated),
+        ];
+        for (master, want) in table {
+            assert_eq!(heartbeat_state(master), want, "{master:?}");
+        }
     }
 
     #[test]

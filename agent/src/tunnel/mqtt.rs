@@ -270,8 +270,11 @@ pub async fn run_mqtt<B: RuntimeBackend>(
     // Aborted with this future if it is dropped instead of run to its end.
     let heartbeat = AbortOnDropHandle::new(tokio::spawn(heartbeat_loop(
         client.clone(),
-        topics.heart.clone(),
-        base.clone(),
+        Beat {
+            topic: topics.heart.clone(),
+            base: base.clone(),
+            health: Arc::clone(service.health_source()),
+        },
         cfg.heartbeat_interval,
         Arc::clone(&connected),
         Arc::clone(&kick),
@@ -367,7 +370,9 @@ impl<B: RuntimeBackend> Driver<B> {
             // controller may just have received this base's will (Mosquitto restores sessions,
             // wills included), and must see the base activated before its next liveness check.
             let t = &ctx.topics;
-            let payload = dispatch::heartbeat_payload(&t.base, BizState::Activated, now_ms());
+            let state =
+                super::heartbeat_state(ctx.service.health_source().sample().master.biz_state);
+            let payload = dispatch::heartbeat_payload(&t.base, state, now_ms());
             if let Err(e) =
                 ctx.client
                     .try_publish(t.heart.clone(), QoS::AtLeastOnce, false, payload)
@@ -682,13 +687,20 @@ async fn publish<B>(ctx: &Ctx<B>, topic: &str, payload: Vec<u8>) {
     }
 }
 
+/// What a periodic heartbeat is made of.
+struct Beat {
+    topic: String,
+    base: BaseInfo,
+    /// The base's state (see [`super::heartbeat_state`]).
+    health: Arc<dyn crate::health_cmd::HealthSource>,
+}
+
 /// Heartbeats: the first after the first connection's `queryBaseline`, then every `period`;
 /// skipped while disconnected (the driver sends one itself on every reconnect), never stopped
 /// by a failure.
 async fn heartbeat_loop(
     client: AsyncClient,
-    topic: String,
-    base: BaseInfo,
+    beat: Beat,
     period: Duration,
     connected: Arc<AtomicBool>,
     kick: Arc<Notify>,
@@ -710,9 +722,11 @@ async fn heartbeat_loop(
             tracing::debug!("not connected; heartbeat skipped");
             continue;
         }
-        let payload = dispatch::heartbeat_payload(&base, BizState::Activated, now_ms());
+        // Deactivated only once the base counts as gone (its JVM down past the grace).
+        let state = super::heartbeat_state(beat.health.sample().master.biz_state);
+        let payload = dispatch::heartbeat_payload(&beat.base, state, now_ms());
         // Never wait here: a heartbeat that cannot go now is stale by the next tick anyway.
-        match client.try_publish(topic.clone(), QoS::AtLeastOnce, false, payload) {
+        match client.try_publish(beat.topic.clone(), QoS::AtLeastOnce, false, payload) {
             Ok(()) if failing => {
                 failing = false;
                 tracing::info!("heartbeats flowing again");
