@@ -69,7 +69,7 @@ async fn manifests_apply_and_name_the_upstream_variables() {
         );
     }
     let ports: Vec<i32> = c.ports.iter().flatten().map(|p| p.container_port).collect();
-    assert_eq!(ports, [7777, 8081, 9090]);
+    assert_eq!(ports, [7777, 8081, 9090, 10250]);
 
     // RBAC: what the controller does.
     let rbac = std::fs::read_to_string(manifest("rbac.yaml")).unwrap();
@@ -85,6 +85,8 @@ async fn manifests_apply_and_name_the_upstream_variables() {
         r#"verbs: ["get", "list", "watch", "delete"]"#,
         r#"resources: ["pods/status"]"#,
         r#"resources: ["configmaps"]"#,
+        r#"resources: ["tokenreviews"]"#,
+        r#"resources: ["subjectaccessreviews"]"#,
     ] {
         assert!(rbac.contains(needle), "rbac.yaml lacks {needle}");
     }
