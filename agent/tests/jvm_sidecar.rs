@@ -22,6 +22,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
+use koupleless_agent::health::{FoundBy, HealthConfig, HealthSampler};
 use serde_json::{Value, json};
 
 const FIXTURE: &str = r#"
@@ -364,7 +365,11 @@ async fn file_only_sidecar_follows_the_base_through_kill_restart_and_shutdown() 
 
     // The base (pid 1 in its namespace, 64 MiB heap) and an unrelated JVM in the same /tmp
     // (a child of pid 1 in another namespace, 96 MiB heap).
-    let mut base = InNs::start("base", &shared, true, &java_argv("-Xmx64m", &token));
+    // The first base pre-starts its attach listener, so its socket exists in the shared /tmp:
+    // the only way the agent may attach to a JVM whose pid it cannot see.
+    let mut base_argv = java_argv("-Xmx64m", &token);
+    base_argv.insert(1, "-XX:+StartAttachListener".into());
+    let mut base = InNs::start("base", &shared, true, &base_argv);
     assert_eq!(base.expect("READY ", Duration::from_secs(30)), "READY 1");
     let mut other = InNs::start("other", &shared, false, &java_argv("-Xmx96m", &other_token));
     let other_pid = other.expect("READY ", Duration::from_secs(30));
@@ -377,6 +382,43 @@ async fn file_only_sidecar_follows_the_base_through_kill_restart_and_shutdown() 
     let mx_version = mx.next().unwrap().to_owned();
     assert!(shared.join("hsperfdata_root/1").exists());
     assert!(shared.join("hsperfdata_root").join(other_pid).exists());
+
+    // Several JVMs' files and no pattern: the sampler refuses to guess (it cannot rank JVMs it
+    // knows only by their files); with a pattern it says which file it chose. An empty procfs
+    // stands in for a namespace where neither pid is visible.
+    let no_proc = scratch.path().join("no-proc");
+    std::fs::create_dir_all(&no_proc).unwrap();
+    let sampler = |pattern: Option<String>| {
+        HealthSampler::new(HealthConfig {
+            main_class_pattern: pattern,
+            attach: false,
+            proc_root: no_proc.clone(),
+            tmp_dir: shared.clone(),
+            ..HealthConfig::default()
+        })
+    };
+    let h = sampler(None).sample_now();
+    assert!(h.jvm.is_none(), "{h:?}");
+    assert!(
+        h.problem
+            .as_deref()
+            .unwrap_or("")
+            .contains("cannot be ranked"),
+        "{:?}",
+        h.problem
+    );
+    let h = sampler(Some(format!("^Fixture {other_token}$"))).sample_now();
+    assert_eq!(h.found_by, Some(FoundBy::FileOnly));
+    assert!(h.pid.is_none());
+    let choice = h.choice.unwrap_or_default();
+    assert!(
+        choice.contains(&format!("hsperfdata_root/{other_pid}")) && choice.contains(&other_token),
+        "{choice}"
+    );
+    assert!(
+        (h.jvm.unwrap().max_memory_mib.unwrap() - 96.0).abs() < 8.0,
+        "the 96 MiB JVM"
+    );
 
     let (ctl, beats) = fake_controller().await;
     let work = scratch.path().join("work");
@@ -441,6 +483,13 @@ async fn file_only_sidecar_follows_the_base_through_kill_restart_and_shutdown() 
         "agent {max_mib} MiB, MXBean {mx_max} B (the 96 MiB JVM must not be chosen)"
     );
     assert_eq!(h["jvm"]["java version"], mx_version.as_str());
+    // Metaspace is live only through attach (the perf counters stay 0 until a first GC).
+    let (h, _) = api
+        .health_until(Duration::from_secs(20), "attach through the socket", |h| {
+            h["jvm"]["java used metaspace"].as_i64() > Some(0)
+        })
+        .await;
+    assert!(shared.join(".java_pid1").exists(), "{h}");
     assert_eq!(api.readyz().await.0, 200);
     let t = Instant::now();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -508,12 +557,16 @@ async fn file_only_sidecar_follows_the_base_through_kill_restart_and_shutdown() 
     // A restarted container: a new JVM, pid 1 again, found again.
     let mut base2 = InNs::start("base2", &shared, true, &java_argv("-Xmx64m", &token));
     assert_eq!(base2.expect("READY ", Duration::from_secs(30)), "READY 1");
-    let (_, took) = api
+    let (h, took) = api
         .health_until(Duration::from_secs(20), "restart found", |h| {
             state(h) == "activated" && h["jvm"].is_object()
         })
         .await;
     eprintln!("measured: restarted base found {took:?} after READY");
+    // No listener socket this time (the dead JVM's stale one was removed), and the agent
+    // may not signal: no attach, metaspace unknown until a GC.
+    assert!(!shared.join(".java_pid1").exists());
+    assert_eq!(h["jvm"]["java used metaspace"], -1, "{h}");
     assert_eq!(api.readyz().await.0, 200);
     let t = Instant::now();
     tokio::time::sleep(Duration::from_millis(600)).await;

@@ -104,8 +104,10 @@ pub fn is_jdk_tool(command: &str) -> bool {
 }
 
 /// Chooses the base among `candidates`: JDK tools are skipped, the pattern (if any) must match
-/// the command, and among several matches the longest-running JVM wins. Returns the index and,
-/// when the choice was ambiguous, a warning to log.
+/// the command, and among several matches the longest-running JVM wins (with a warning to log
+/// and report). When several match and some have no known start time (JVMs known only by
+/// their perf files), there is nothing to rank them by: the choice is refused, naming them.
+/// Returns the index and the warning, if any.
 pub fn select(
     candidates: &[Candidate],
     pattern: Option<&Regex>,
@@ -145,6 +147,23 @@ pub fn select(
             (None, false) => unreachable!("without a pattern every eligible JVM matches"),
         };
         return Err(NotFound { reason });
+    }
+    if matching.len() > 1
+        && matching
+            .iter()
+            .any(|&i| candidates[i].start_ticks.is_none())
+    {
+        return Err(NotFound {
+            reason: format!(
+                "{} JVMs match ({}) and they cannot be ranked (some are known only by their hsperfdata files); set --base-main-class to choose the base",
+                matching.len(),
+                matching
+                    .iter()
+                    .map(|&i| describe(i))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
     }
     let best = *matching
         .iter()
@@ -713,6 +732,12 @@ mod tests {
         let tool = c("jdk.jcmd/sun.tools.jstat.Jstat -gc 10", Some(10), 12);
         let pat = Regex::new("BaseApplication").unwrap();
         let nomatch = Regex::new("Nope").unwrap();
+        let ends_b = Regex::new("B$").unwrap();
+        let file_only = |command: &str| Candidate {
+            command: command.into(),
+            start_ticks: None,
+            pid: None,
+        };
         type Want = Result<(usize, bool), &'static str>;
         let table: Vec<(Vec<Candidate>, Option<&Regex>, Want)> = vec![
             (vec![], None, Err("no JVM found")),
@@ -725,6 +750,19 @@ mod tests {
                 vec![base.clone(), other.clone()],
                 Some(&pat),
                 Ok((0, false)),
+            ),
+            // Known only by their files: not ranked, refused rather than guessed.
+            (
+                vec![file_only("com.A"), file_only("com.B")],
+                None,
+                Err(
+                    "2 JVMs match ((com.A), (com.B)) and they cannot be ranked (some are known only by their hsperfdata files); set --base-main-class to choose the base",
+                ),
+            ),
+            (
+                vec![file_only("com.A"), file_only("com.B")],
+                Some(&ends_b),
+                Ok((1, false)),
             ),
             (
                 vec![base.clone(), other.clone()],
