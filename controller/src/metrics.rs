@@ -84,6 +84,13 @@ pub struct CommandLabels {
     pub command: &'static str,
 }
 
+/// What became of a module operation, as its Pod's status records it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModuleOutcomeLabels {
+    /// `installed`, `install_failed`, `uninstalled`.
+    pub outcome: &'static str,
+}
+
 /// A lifecycle transition.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransitionLabels {
@@ -122,6 +129,8 @@ pub struct Metrics {
     pub commands: Family<CommandLabels, Counter>,
     /// 1 while this replica cannot hear (some of) its bases: MQTT down or mass silence.
     pub blind: Gauge,
+    /// Module installs and uninstalls by outcome.
+    pub module_outcomes: Family<ModuleOutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -144,6 +153,13 @@ impl Metrics {
         let transitions = Family::<TransitionLabels, Counter>::default();
         let commands = Family::<CommandLabels, Counter>::default();
         let blind = Gauge::default();
+        let module_outcomes = Family::<ModuleOutcomeLabels, Counter>::default();
+        registry.register(
+            "module_outcomes",
+            "Module installs and uninstalls by outcome (installed, install_failed, uninstalled), \
+             counted when the Pod status records them",
+            module_outcomes.clone(),
+        );
         registry.register(
             "commands",
             "Commands handed to a tunnel, by tunnel and command",
@@ -202,6 +218,7 @@ impl Metrics {
             transitions,
             commands,
             blind,
+            module_outcomes,
         }
     }
 
@@ -222,6 +239,13 @@ impl Metrics {
                 tunnel: tunnel.into(),
                 command,
             })
+            .inc();
+    }
+
+    /// Counts a module outcome (`installed`, `install_failed`, `uninstalled`).
+    pub fn module_outcome(&self, outcome: &'static str) {
+        self.module_outcomes
+            .get_or_create(&ModuleOutcomeLabels { outcome })
             .inc();
     }
 

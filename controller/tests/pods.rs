@@ -746,6 +746,11 @@ async fn install_failure_then_fixed_image_then_in_place_change() {
         eventually(T, || running_ready(&kube, "fails")).await,
         "fixed image runs"
     );
+    // The outcomes are counted for the dashboard: one failure, then one install.
+    let outcome =
+        |o: &str| format!("koupleless_controller_module_outcomes_total{{outcome=\"{o}\"}}");
+    assert!(ctl.metric(&outcome("install_failed")).await >= 1.0);
+    assert!(ctl.metric(&outcome("installed")).await >= 1.0);
     let p = get(&kube, "fails").await.unwrap();
     assert_eq!(statuses(&p)[0].image_id, good);
 

@@ -437,6 +437,7 @@ async fn reconcile(shared: &Shared, node: &str) -> Option<Instant> {
                 match r.map(|r| timer.done(r)) {
                     Ok(Ok(_)) => {
                         tracing::info!(node, pod = %format!("{namespace}/{pod_name}"), "modules uninstalled; pod removed");
+                        ctx.metrics.module_outcome("uninstalled");
                         if let Some(p) = by_uid.get(uid.as_str()) {
                             ctx.events.emit_pod(pod_event(
                                 p,
@@ -509,6 +510,11 @@ async fn reconcile(shared: &Shared, node: &str) -> Option<Instant> {
         {
             Ok(Ok(written)) => {
                 for e in status::container_events(p.status.as_ref(), &desired) {
+                    match e.reason {
+                        "Installed" => ctx.metrics.module_outcome("installed"),
+                        "InstallFailed" => ctx.metrics.module_outcome("install_failed"),
+                        _ => {}
+                    }
                     ctx.events
                         .emit_pod(pod_event(p, e.warning, e.reason, e.note));
                 }

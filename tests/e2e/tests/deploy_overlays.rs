@@ -357,6 +357,7 @@ async fn production_takes_the_broker_and_tls_from_secrets() {
 fn exposed_metrics() -> BTreeMap<String, BTreeSet<String>> {
     let m = Metrics::new();
     m.command(TunnelKind::Mqtt, "installBiz");
+    m.module_outcome("installed");
     m.tunnel_error(TunnelKind::Http, "connection");
     let _ = m.api("node", "get").done::<()>(Ok(()));
     m.heartbeats
@@ -542,6 +543,7 @@ async fn monitoring_scrapes_the_metrics_service_and_charts_real_metrics() {
         "koupleless_controller_kube_api_requests_total",
         "koupleless_controller_kube_api_request_duration_seconds_bucket",
         "koupleless_controller_commands_total",
+        "koupleless_controller_module_outcomes_total",
         "koupleless_controller_tunnel_errors_total",
     ] {
         assert!(used.contains(needed), "a panel of {needed}");
