@@ -23,6 +23,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
 use koupleless_agent::health::{FoundBy, HealthConfig, HealthSampler};
+use koupleless_protocol::state::BizState;
 use serde_json::{Value, json};
 
 const FIXTURE: &str = r#"
@@ -419,6 +420,50 @@ async fn file_only_sidecar_follows_the_base_through_kill_restart_and_shutdown() 
         (h.jvm.unwrap().max_memory_mib.unwrap() - 96.0).abs() < 8.0,
         "the 96 MiB JVM"
     );
+    // Stopped (its lock still held, its clock counter frozen): unhealthy within the hang
+    // threshold, healthy again when it resumes.
+    let hang = HealthSampler::new(HealthConfig {
+        main_class_pattern: Some(format!("^Fixture {other_token}$")),
+        attach: false,
+        proc_root: no_proc.clone(),
+        tmp_dir: shared.clone(),
+        sample_interval: Duration::from_millis(50),
+        hang_threshold: Some(Duration::from_millis(600)),
+        ..HealthConfig::default()
+    });
+    assert!(hang.sample_now().healthy);
+    let other_java = {
+        let sh = other.ns_init_host_pid();
+        let children = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children")).unwrap();
+        let pid: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+        nix::unistd::Pid::from_raw(pid)
+    };
+    nix::sys::signal::kill(other_java, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let t0 = Instant::now();
+    let h = loop {
+        let h = hang.sample_now();
+        if !h.healthy {
+            break h;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "hang not noticed");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    nix::sys::signal::kill(other_java, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(h.jvm_alive && h.jvm.is_some());
+    assert_eq!(h.state, BizState::Broken);
+    assert!(
+        h.problem
+            .as_deref()
+            .unwrap_or("")
+            .contains("not making progress"),
+        "{:?}",
+        h.problem
+    );
+    let t0 = Instant::now();
+    while !hang.sample_now().healthy {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no recovery");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     let (ctl, beats) = fake_controller().await;
     let work = scratch.path().join("work");
