@@ -252,6 +252,7 @@ pub mod patch;
 pub mod pod_log;
 pub mod protobuf;
 pub mod rbac;
+pub mod requests;
 pub mod resources;
 pub mod reviews;
 pub mod scale;
@@ -338,6 +339,7 @@ pub struct ApiServerHandle {
     tls: bool,
     /// The cluster admin's token when RBAC is enforced.
     admin_token: Option<String>,
+    requests: Arc<requests::RequestCounter>,
     shutdown_tx: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -396,8 +398,11 @@ pub async fn serve(config: Config) -> Result<ApiServerHandle, Error> {
     });
     bootstrap(&app);
     let router_app = app.clone();
+    let requests = Arc::new(requests::RequestCounter::default());
+    let counter = requests.clone();
     let router = axum::Router::new().fallback(move |req: axum::extract::Request| {
         let app = router_app.clone();
+        counter.record(req.method(), req.uri());
         async move { api::handle(app, req).await }
     });
     let mut rx = shutdown_rx;
@@ -419,6 +424,7 @@ pub async fn serve(config: Config) -> Result<ApiServerHandle, Error> {
         app,
         tls: config.rbac,
         admin_token,
+        requests,
         shutdown_tx,
         task,
     })
@@ -448,6 +454,11 @@ fn bootstrap(app: &api::App) {
 }
 
 impl ApiServerHandle {
+    /// Requests received so far, by verb and resource.
+    pub fn requests(&self) -> &requests::RequestCounter {
+        &self.requests
+    }
+
     /// `http://127.0.0.1:<port>` (`https://` when RBAC is enforced).
     pub fn base_url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
