@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use koupleless_protocol::{BaseStatus, HealthData, JvmInfo};
+use koupleless_protocol::{BaseStatus, BizState, HealthData, JvmInfo};
 
 use crate::labels;
 
@@ -33,6 +33,10 @@ pub struct BaseFacts {
     pub port: u16,
     /// Memory from the last health report, if any.
     pub memory: Option<Memory>,
+    /// The base answers but its runtime is down: the last health report's `masterBizInfo`
+    /// said BROKEN (our agent, while the base JVM is gone or hung). The Node then shows
+    /// Ready=False and is kept, so a JVM restart loses no module Pod; upstream deletes it.
+    pub runtime_down: bool,
 }
 
 /// `<bytes/1024>Ki`, floored and clamped at zero, as upstream converts (spec controller §1.7).
@@ -82,20 +86,28 @@ impl BaseFacts {
                 self.port
             },
             memory: self.memory.clone(),
+            runtime_down: self.runtime_down,
         };
         let changed = next != *self;
         *self = next;
         changed
     }
 
-    /// Takes the memory of a health report; returns whether it changed. A report without a JVM
-    /// section leaves the memory as it was.
+    /// Takes the memory and the runtime state of a health report; returns whether either
+    /// changed. A report without a JVM section leaves the memory as it was, one without
+    /// `masterBizInfo` the runtime state.
     pub fn apply_health(&mut self, data: &HealthData, fallback: Option<i64>) -> bool {
+        let mut changed = false;
+        if let Some(master) = &data.master_biz_info {
+            let down = master.biz_state == BizState::Broken;
+            changed |= down != self.runtime_down;
+            self.runtime_down = down;
+        }
         let Some(jvm) = &data.jvm else {
-            return false;
+            return changed;
         };
         let memory = Some(memory_from_jvm(jvm, fallback));
-        let changed = memory != self.memory;
+        changed |= memory != self.memory;
         self.memory = memory;
         changed
     }
@@ -135,6 +147,7 @@ impl BaseFacts {
             ip: address("InternalIP").unwrap_or_default(),
             port: label(labels::BASE_TUNNEL_PORT).parse().unwrap_or(0),
             memory,
+            runtime_down: false,
         }
     }
 
@@ -253,6 +266,23 @@ mod tests {
         // Memory survives heartbeats.
         assert!(!f.apply_heartbeat(&moved));
         assert!(f.memory.is_some());
+        // BROKEN marks the runtime down; ACTIVATED clears it; no masterBizInfo keeps it.
+        let master = |state| HealthData {
+            master_biz_info: Some(koupleless_protocol::BizHealthMeta {
+                biz_name: "base".into(),
+                biz_state: state,
+                biz_version: "1.0.0".into(),
+                web_context_path: None,
+            }),
+            ..HealthData::default()
+        };
+        assert!(f.apply_health(&master(BizState::Broken), None));
+        assert!(f.runtime_down);
+        assert!(!f.apply_health(&HealthData::default(), None));
+        assert!(f.runtime_down);
+        assert!(!f.apply_heartbeat(&moved), "heartbeats leave it");
+        assert!(f.apply_health(&master(BizState::Activated), None));
+        assert!(!f.runtime_down);
     }
 
     #[test]

@@ -133,6 +133,13 @@ fn condition(type_: &str, status: &str, reason: &str, message: &str) -> NodeCond
 /// The status the Node should show, without timestamps.
 pub fn desired_status(facts: &BaseFacts, readiness: Readiness, tpl: &NodeTemplate) -> NodeStatus {
     let ready = match readiness {
+        Readiness::Ready if facts.runtime_down => condition(
+            "Ready",
+            "False",
+            "BaseRuntimeDown",
+            "the agent answers but the base JVM is down or hung (masterBizInfo BROKEN); the \
+             Node stays until the base is deactivated or silent",
+        ),
         Readiness::Ready => condition("Ready", "True", "BaseReady", "base is alive"),
         Readiness::Unreachable => condition(
             "Ready",
@@ -419,6 +426,7 @@ mod tests {
                 capacity: Quantity("262144Ki".into()),
                 allocatable: Quantity("180224Ki".into()),
             }),
+            runtime_down: false,
         }
     }
 
@@ -492,6 +500,35 @@ mod tests {
         );
         assert_eq!(s.phase.as_deref(), Some("Running"));
         assert!(!desired_labels(&facts(0), &env()).contains_key(labels::BASE_TUNNEL_PORT));
+    }
+
+    #[test]
+    fn ready_condition() {
+        // (readiness, runtime down, status, reason)
+        let cases = [
+            (Readiness::Ready, false, "True", "BaseReady"),
+            (Readiness::Ready, true, "False", "BaseRuntimeDown"),
+            (Readiness::Unreachable, false, "Unknown", "BaseUnreachable"),
+            (Readiness::Unreachable, true, "Unknown", "BaseUnreachable"),
+        ];
+        for (readiness, down, status, reason) in cases {
+            let f = BaseFacts {
+                runtime_down: down,
+                ..facts(0)
+            };
+            let s = desired_status(&f, readiness, &tpl());
+            let ready = s
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == "Ready")
+                .unwrap();
+            assert_eq!(
+                (ready.status.as_str(), ready.reason.as_deref()),
+                (status, Some(reason)),
+                "{readiness:?} down={down}"
+            );
+        }
     }
 
     #[test]

@@ -346,12 +346,14 @@ impl Supervisor {
                 self.facts
                     .apply_health(&data, self.ctx.settings.node.unbounded_metaspace_bytes);
                 // Upstream: activated refreshes, any other non-empty state closes, no state
-                // leaves liveness alone.
+                // leaves liveness alone. Ours: BROKEN (the agent answers, its base JVM is
+                // down) is a sign of life with the Node NotReady (see `BaseFacts::runtime_down`),
+                // never a deletion: the JVM may be restarting.
                 let activated = data
                     .master_biz_info
                     .as_ref()
                     .and_then(|m| match m.biz_state {
-                        BizState::Activated => Some(true),
+                        BizState::Activated | BizState::Broken => Some(true),
                         BizState::Unknown => None,
                         _ => Some(false),
                     });

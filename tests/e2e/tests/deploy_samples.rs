@@ -71,6 +71,7 @@ async fn create_vnode(nodes: &Api<Node>, identity: &str, env: &str) -> String {
             capacity: Quantity("1Gi".into()),
             allocatable: Quantity("1Gi".into()),
         }),
+        runtime_down: false,
     };
     let tpl = NodeTemplate::new(env.parse().unwrap(), 10250);
     let node = new_node(&name, &facts, &tpl);

@@ -320,3 +320,94 @@ async fn broker_outage_keeps_every_node_and_the_running_module() {
     controller.stop().await;
     server.shutdown().await;
 }
+
+/// The base JVM crashes and comes back while its agent stays up: the agent reports the base
+/// BROKEN, the Node turns Ready=False (`BaseRuntimeDown`) and is kept (upstream deletes it and
+/// every module Pod with it), and turns Ready again when a new base JVM is found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_jvm_crash_keeps_the_node_not_ready_until_it_is_back() {
+    assert!(java_available(), "this test needs java and javac");
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Broker::embedded();
+    let (client, server) = koupleless_kube_apiserver::start()
+        .await
+        .expect("API test server");
+    let mut base = start_base(tmp.path());
+
+    let mut settings = fast_settings("ctl-crash");
+    settings.mqtt = Some(mqtt(broker.port(), "ctl-crash"));
+    let controller = Replica::start(&client, settings).await;
+    let port = broker.port().to_string();
+    let work = tmp.path().join("agent");
+    let agent = koupleless_agent::app::start(koupleless_agent::config::Config::parse_from([
+        "koupleless-agent",
+        "--port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--work-dir",
+        work.to_str().unwrap(),
+        "--base-identity",
+        "base-crash",
+        "--base-main-class",
+        "Base",
+        "--mqtt-broker",
+        "127.0.0.1",
+        "--mqtt-port",
+        &port,
+        "--mqtt-heartbeat-interval",
+        "1s",
+        "--runtime-env",
+        "DEV",
+    ]))
+    .await
+    .expect("agent starts");
+
+    let name = "vnode.base-crash.dev";
+    let nodes: Api<Node> = Api::all(client.clone());
+    let uid = node_uid(&nodes, name).await;
+    let watch = NodeWatch::start(nodes.clone(), name);
+
+    // kill -9 of the base JVM.
+    base.0.kill().unwrap();
+    base.0.wait().unwrap();
+    let reason = |n: &Node| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+            .and_then(|c| c.reason.clone())
+    };
+    let down = eventually(T, || {
+        let nodes = nodes.clone();
+        async move {
+            nodes.get_opt(name).await.ok().flatten().is_some_and(|n| {
+                node_ready(&n).as_deref() == Some("False")
+                    && reason(&n).as_deref() == Some("BaseRuntimeDown")
+            })
+        }
+    })
+    .await;
+    assert!(
+        down,
+        "Ready=False BaseRuntimeDown: {:?}",
+        nodes.get_opt(name).await
+    );
+    // Longer than NODE_DEAD_AFTER with the JVM down: the Node stays.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // A new base JVM: found again, Ready again, same Node.
+    base = start_base(tmp.path());
+    let back = node_uid(&nodes, name).await;
+    let seen = watch.stop().await;
+    let readiness = lived_throughout(&seen, &uid);
+    eprintln!("Ready statuses across the crash: {readiness:?}");
+    assert_eq!(back, uid);
+    assert_eq!(readiness[..2], ["True", "False"], "{readiness:?}");
+    // (Ready again was checked by `node_uid`, after the watch's last poll perhaps.)
+
+    agent.shutdown().await;
+    controller.stop().await;
+    server.shutdown().await;
+    drop(base);
+}
