@@ -119,6 +119,11 @@ pub struct Module {
     pub envs: BTreeMap<String, String>,
     /// Found running in the base at start-up, not installed by this agent.
     pub external: bool,
+    /// Stopped on its own (its process exited, or the base no longer lists it: the base JVM
+    /// restarted): shown `broken` until a new install of the same key replaces it. The Java
+    /// Arklet refuses that install while SOFAArk still holds the broken biz; here the runtime
+    /// no longer has it, so refusing would only keep the module off the base for good.
+    pub gone: bool,
 }
 
 impl Module {
@@ -551,7 +556,7 @@ impl<B: RuntimeBackend> Engine<B> {
         envs: &BTreeMap<String, String>,
     ) -> Result<(), BizKey> {
         let mut st = self.state();
-        if st.modules.contains_key(&pkg.key) {
+        if st.modules.get(&pkg.key).is_some_and(|m| !m.gone) {
             return Err(pkg.key.clone());
         }
         let mut m = Module {
@@ -566,6 +571,7 @@ impl<B: RuntimeBackend> Engine<B> {
             args: args.to_vec(),
             envs: envs.clone(),
             external: false,
+            gone: false,
         };
         m.push(StateRecord {
             change_time: now_ms(),
@@ -736,6 +742,7 @@ impl<B: RuntimeBackend> Engine<B> {
                     && matches!(m.state, BizState::Activated | BizState::Deactivated)
                 {
                     tracing::warn!(biz = %key, %message, "module stopped on its own");
+                    m.gone = true;
                     m.push(StateRecord {
                         change_time: now_ms(),
                         message,
@@ -776,6 +783,7 @@ impl<B: RuntimeBackend> Engine<B> {
                 args: Vec::new(),
                 envs: BTreeMap::new(),
                 external: true,
+                gone: false,
             });
         }
         Ok(n)

@@ -409,7 +409,11 @@ impl Supervisor {
     fn publish_state(&mut self) {
         let state = match self.machine.phase() {
             Phase::Standby => VNodeState::Standby,
-            Phase::Owner if self.machine.ready(Instant::now()) => VNodeState::Ready,
+            // A base whose JVM is down holds its module work like an unreachable one: installs
+            // wait for the JVM, and a JVM that comes back empty gets its modules again.
+            Phase::Owner if self.machine.ready(Instant::now()) && !self.facts.runtime_down => {
+                VNodeState::Ready
+            }
             Phase::Owner => VNodeState::Unreachable,
             Phase::Deleting | Phase::Done => VNodeState::Deleting,
         };

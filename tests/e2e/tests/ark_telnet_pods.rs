@@ -12,7 +12,7 @@ use clap::Parser;
 use common::{fast_settings, module_pod, mqtt, running_ready, start_base};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use koupleless_controller::Listeners;
-use koupleless_testkit::ark_telnet_peer::{ArkTelnetPeer, PeerActivation, PeerConfig};
+use koupleless_testkit::ark_telnet_peer::{ArkTelnetPeer, PeerActivation, PeerConfig, Phase};
 use koupleless_testkit::broker::Broker;
 use koupleless_testkit::{BizJar, eventually, file_url, java_available};
 use kube::Api;
@@ -154,4 +154,150 @@ async fn module_pod_runs_in_the_base_through_the_ark_telnet_backend() {
     controller.await.unwrap().unwrap();
     peer.shutdown().await;
     server.shutdown().await;
+}
+
+/// The base JVM crashes (kill -9) while its modules run in it, and Kubernetes restarts it: the
+/// agent reports the base BROKEN, the Node turns Ready=False and is kept (so is the module
+/// Pod), and once a JVM is back with no modules the controller installs the module again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_jvm_crash_keeps_the_node_and_reinstalls_its_modules() {
+    assert!(java_available(), "this test needs java and javac");
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Broker::embedded();
+    let (client, server) = koupleless_kube_apiserver::start()
+        .await
+        .expect("API test server");
+    let mut base = start_base(tmp.path());
+    let peer = ArkTelnetPeer::start(PeerConfig {
+        base_name: "telnet-base".into(),
+        activation: PeerActivation::NewTakesOver,
+        ..PeerConfig::default()
+    })
+    .await;
+    let jar = BizJar::new("biz1", "1.0.0").build(tmp.path());
+
+    let mut settings = fast_settings("ctl-e2e-crash");
+    settings.mqtt = Some(mqtt(broker.port(), "ctl-e2e-crash"));
+    let cancel = CancellationToken::new();
+    let controller = tokio::spawn(koupleless_controller::run(
+        settings,
+        client.clone(),
+        Listeners::default(),
+        cancel.clone(),
+    ));
+    let port = broker.port().to_string();
+    let telnet = peer.addr().to_string();
+    let work = tmp.path().join("agent");
+    let agent = koupleless_agent::app::start(koupleless_agent::config::Config::parse_from([
+        "koupleless-agent",
+        "--port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--work-dir",
+        work.to_str().unwrap(),
+        "--base-identity",
+        "base-crash",
+        "--base-name",
+        "telnet-base",
+        "--base-main-class",
+        "Base",
+        "--activation",
+        "new-takes-over",
+        "--backend",
+        "ark-telnet",
+        "--ark-telnet-addr",
+        &telnet,
+        "--ark-telnet-ready",
+        "none",
+        "--ark-telnet-poll-interval",
+        "50ms",
+        "--ark-telnet-monitor-interval",
+        "500ms",
+        "--mqtt-broker",
+        "127.0.0.1",
+        "--mqtt-port",
+        &port,
+        "--mqtt-heartbeat-interval",
+        "1s",
+        "--runtime-env",
+        "dev",
+    ]))
+    .await
+    .expect("agent starts");
+
+    let node = "vnode.base-crash.dev";
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node_with = |want: &'static str| {
+        let nodes = nodes.clone();
+        async move {
+            eventually(T, || {
+                let nodes = nodes.clone();
+                async move {
+                    nodes.get_opt(node).await.ok().flatten().is_some_and(|n| {
+                        n.status
+                            .and_then(|s| s.conditions)
+                            .into_iter()
+                            .flatten()
+                            .any(|c| c.type_ == "Ready" && c.status == want)
+                    })
+                }
+            })
+            .await
+        }
+    };
+    assert!(node_with("True").await, "the base's vnode Ready");
+    let uid = nodes.get(node).await.unwrap().metadata.uid;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(&PostParams::default(), &module_pod(node, &file_url(&jar)))
+        .await
+        .unwrap();
+    let running = || {
+        let pods = pods.clone();
+        async move {
+            eventually(T, || {
+                let pods = pods.clone();
+                async move { pods.get("biz1").await.is_ok_and(|p| running_ready(&p)) }
+            })
+            .await
+        }
+    };
+    assert!(running().await, "module Pod Running/Ready");
+    let pod_uid = pods.get("biz1").await.unwrap().metadata.uid;
+
+    // kill -9: the JVM and every module in it are gone.
+    base.0.kill().unwrap();
+    base.0.wait().unwrap();
+    peer.restart(Phase::Ready);
+    assert!(
+        node_with("False").await,
+        "Node Ready=False while the JVM is down"
+    );
+    assert_eq!(
+        nodes.get(node).await.unwrap().metadata.uid,
+        uid,
+        "Node kept"
+    );
+
+    // Kubernetes restarts the container: a new JVM, no modules in it.
+    base = start_base(tmp.path());
+    assert!(node_with("True").await, "Ready again");
+    let reinstalled = eventually(T, || async {
+        peer.state_of("biz1", "1.0.0").as_deref() == Some("activated")
+    })
+    .await;
+    assert!(
+        reinstalled,
+        "the module installed again: {:?}",
+        peer.journal()
+    );
+    assert!(running().await, "module Pod Running/Ready again");
+    assert_eq!(nodes.get(node).await.unwrap().metadata.uid, uid);
+    assert_eq!(pods.get("biz1").await.unwrap().metadata.uid, pod_uid);
+
+    agent.shutdown().await;
+    cancel.cancel();
+    controller.await.unwrap().unwrap();
+    server.shutdown().await;
+    drop(base);
 }
