@@ -100,5 +100,48 @@ async fn agent_and_module_manifests_apply_and_name_real_flags() {
         c.env.iter().flatten().any(|e| e.name == "BIZ_VERSION"),
         "module version env"
     );
+
+    // The second topology: no shared process namespace, /tmp shared by both containers, the
+    // agent's settings as in the first.
+    let out = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig.path())
+        .args(["apply", "-f"])
+        .arg(manifest("agent/base-with-agent-shared-tmp.yaml"))
+        .output()
+        .await
+        .expect("kubectl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shared = deployments.get("base").await.unwrap();
+    let spec = shared.spec.unwrap().template.spec.unwrap();
+    assert_eq!(spec.share_process_namespace, Some(false));
+    let tmp_volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.empty_dir.is_some() && v.name == "tmp")
+        .expect("an emptyDir for /tmp");
+    for c in &spec.containers {
+        assert!(
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == tmp_volume.name && m.mount_path == "/tmp"),
+            "{} mounts the shared /tmp",
+            c.name
+        );
+    }
+    let env_of = |p: &k8s_openapi::api::core::v1::PodSpec| {
+        p.containers
+            .iter()
+            .find(|c| c.name == "agent")
+            .and_then(|c| c.env.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(env_of(&spec), env_of(&pod), "the same agent settings");
     server.shutdown().await;
 }
