@@ -349,11 +349,56 @@ pub fn same_status(a: &NodeStatus, b: &NodeStatus) -> bool {
         && a.phase == b.phase
 }
 
+/// How often a status whose only difference is a small drift of allocatable memory is
+/// written: the kubelet's default `nodeStatusReportFrequency`. Liveness is the Lease's job.
+pub const STATUS_REPORT_FREQUENCY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A change of allocatable memory smaller than this is drift: a running JVM commits metaspace
+/// in small steps as it loads classes (reflection accessors, lambdas, proxies), while an
+/// install or uninstall moves it by megabytes. Drift waits for [`STATUS_REPORT_FREQUENCY`].
+pub const MEMORY_DRIFT_BYTES: i64 = 1 << 20;
+
+/// When the status was last written: the newest `lastHeartbeatTime` of its conditions (every
+/// write stamps them all).
+fn last_written(status: &NodeStatus) -> Option<Timestamp> {
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .filter_map(|c| c.last_heartbeat_time.as_ref().map(|t| t.0))
+        .max()
+}
+
+/// Whether `a` and `b` differ only by allocatable memory, and by less than
+/// [`MEMORY_DRIFT_BYTES`].
+fn only_memory_drift(a: &NodeStatus, b: &NodeStatus) -> bool {
+    let memory = |s: &NodeStatus| {
+        s.allocatable
+            .as_ref()
+            .and_then(|m| m.get("memory"))
+            .and_then(|q| parse_quantity_bytes(&q.0).ok())
+    };
+    let (Some(x), Some(y)) = (memory(a), memory(b)) else {
+        return false;
+    };
+    let mut b_with_a_memory = b.clone();
+    if let Some(m) = a.allocatable.as_ref().and_then(|m| m.get("memory")) {
+        b_with_a_memory
+            .allocatable
+            .get_or_insert_with(BTreeMap::new)
+            .insert("memory".into(), m.clone());
+    }
+    (x - y).abs() < MEMORY_DRIFT_BYTES && same_status(a, &b_with_a_memory)
+}
+
 /// The status to write, or `None` when the observed one already says the same.
 ///
-/// When `desired` has no memory (no health report yet, e.g. just after a takeover), the
-/// observed memory is kept rather than removed. Each condition keeps its
-/// `lastTransitionTime` unless its status changes; `lastHeartbeatTime` is the write time.
+/// Written at once when anything but allocatable memory changes, or memory by at least
+/// [`MEMORY_DRIFT_BYTES`]; a smaller memory drift is written once the last write is
+/// [`STATUS_REPORT_FREQUENCY`] old (as a kubelet reports an unchanged status), so an idle
+/// base costs no status write. When `desired` has no memory (no health report yet, e.g. just
+/// after a takeover), the observed memory is kept rather than removed. Each condition keeps
+/// its `lastTransitionTime` unless its status changes; `lastHeartbeatTime` is the write time.
 pub fn status_update(
     observed: Option<&NodeStatus>,
     mut desired: NodeStatus,
@@ -372,6 +417,12 @@ pub fn status_update(
             }
         }
         if same_status(obs, &desired) {
+            return None;
+        }
+        let fresh = last_written(obs).is_some_and(|at| {
+            now.duration_since(at).as_secs() < STATUS_REPORT_FREQUENCY.as_secs() as i64
+        });
+        if fresh && only_memory_drift(obs, &desired) {
             return None;
         }
     }
@@ -706,6 +757,49 @@ mod tests {
                 later
             )
             .is_some()
+        );
+    }
+
+    #[test]
+    fn memory_drift_waits_for_the_report_frequency() {
+        let desired = |ki: i64, readiness: Readiness| {
+            let mut f = facts(0);
+            f.memory.as_mut().unwrap().allocatable = Quantity(format!("{ki}Ki"));
+            desired_status(&f, readiness, &tpl())
+        };
+        // Written at t0 with 180224Ki allocatable.
+        let first = status_update(None, desired(180224, Readiness::Ready), t0()).unwrap();
+        let at = |secs: i64| t0() + SignedDuration::from_secs(secs);
+        // (allocatable Ki, readiness, seconds since the last write, written?)
+        let cases = [
+            (180224 - 64, Readiness::Ready, 10, false), // 64 KiB committed: drift
+            (180224 - 1023, Readiness::Ready, 299, false), // just under 1 MiB
+            (180224 - 64, Readiness::Ready, 300, true), // drift, report due
+            (180224 + 512, Readiness::Ready, 10, false), // freed a little: drift
+            (180224 - 1024, Readiness::Ready, 10, true), // 1 MiB: an install
+            (180224 - 64, Readiness::Unreachable, 10, true), // condition changed
+            (180224, Readiness::Ready, 10, false),      // nothing changed
+            (180224, Readiness::Ready, 3600, false),    // nothing changed, ever
+        ];
+        for (ki, readiness, secs, written) in cases {
+            let got = status_update(Some(&first), desired(ki, readiness), at(secs));
+            assert_eq!(
+                got.is_some(),
+                written,
+                "{ki}Ki {readiness:?} after {secs} s"
+            );
+            if let Some(st) = got {
+                let alloc = &st.allocatable.as_ref().unwrap()["memory"];
+                assert_eq!(alloc.0, format!("{ki}Ki"));
+            }
+        }
+        // A status never written by us (no heartbeat times): drift is written.
+        let mut bare = first.clone();
+        for c in bare.conditions.iter_mut().flatten() {
+            c.last_heartbeat_time = None;
+        }
+        assert!(
+            status_update(Some(&bare), desired(180224 - 64, Readiness::Ready), at(10)).is_some()
         );
     }
 }

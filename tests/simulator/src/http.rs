@@ -46,7 +46,10 @@ async fn arklet(State(sh): State<Arc<Shared>>, uri: Uri, body: Bytes) -> axum::r
     Stats::bump(&sh.stats.commands);
     let identity = sh.model().identity.clone();
     match uri.path() {
-        "/health" => json(&Response::success(identity, sh.model().health())),
+        "/health" => {
+            let health = sh.model().report_health(sh.config.metaspace_creep);
+            json(&Response::success(identity, health))
+        }
         "/queryAllBiz" => json(&Response::success(identity, sh.model().biz_infos())),
         p @ ("/installBiz" | "/uninstallBiz") => {
             let Ok(spec) = serde_json::from_slice::<BizSpec>(&body) else {

@@ -62,6 +62,9 @@ pub struct Config {
     pub failure_rate: f64,
     /// Seed of the per-base failure draws, for repeatable runs.
     pub seed: u64,
+    /// Bytes of metaspace committed before each health report (0: an idle JVM whose
+    /// figures never move; a real one creeps up in small steps as it loads classes).
+    pub metaspace_creep: i64,
 }
 
 impl Config {
@@ -77,6 +80,7 @@ impl Config {
             install_delay: Duration::ZERO,
             failure_rate: 0.0,
             seed: 1,
+            metaspace_creep: 0,
         }
     }
 

@@ -114,6 +114,13 @@ impl BaseModel {
         }
     }
 
+    /// A health report, after committing `creep` more bytes of metaspace (capped at the
+    /// limit), as a running JVM does while it loads classes.
+    pub fn report_health(&mut self, creep: i64) -> Health {
+        self.committed_metaspace = (self.committed_metaspace + creep).min(self.max_metaspace);
+        self.health()
+    }
+
     /// The health data, unchanged from one report to the next as on an idle base.
     pub fn health(&self) -> Health {
         Health {

@@ -135,7 +135,7 @@ fn on_message(link: &Link, topic: &str, payload: &[u8]) {
     // The command is the last topic segment; anything else gets no reply (Java throws).
     match topic.rsplit('/').next().unwrap_or_default() {
         "health" => {
-            let health = shared.model().health();
+            let health = shared.model().report_health(shared.config.metaspace_creep);
             link.reply(
                 "health",
                 Output {

@@ -53,6 +53,9 @@ struct Args {
     /// JVM); 0 for none.
     #[arg(long, default_value_t = 0.0)]
     churn: f64,
+    /// Bytes of metaspace committed before each health report (a JVM loading classes).
+    #[arg(long, default_value_t = 0)]
+    metaspace_creep: i64,
     /// Seed of the failure and churn draws.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -93,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
     config.install_delay = args.install_delay;
     config.failure_rate = args.failure_rate;
     config.seed = args.seed;
+    config.metaspace_creep = args.metaspace_creep;
     let mut fleet = Fleet::start(config, args.bases)
         .await
         .context("starting the bases")?;
