@@ -7,7 +7,7 @@ use std::time::Duration;
 use koupleless_controller::Timings;
 use koupleless_kube_apiserver::requests::writes_between;
 use koupleless_simulator::{Config, Fleet, Tunnel};
-use support::{Broker, ENV, World, eventually, settings};
+use support::{Broker, ENV, World, eventually, fast_timings, http_settings, settings};
 
 fn mqtt_config(port: u16) -> Config {
     Config::new(
@@ -58,20 +58,7 @@ async fn fifty_mqtt_bases_become_ready_nodes() {
 async fn steady_state_writes_only_lease_renewals() {
     const BASES: usize = 30;
     let broker = Broker::start().await;
-    // Upstream cadence, faster: heartbeat and health every second, Lease renewed every
-    // second; the ratios between them are upstream's.
-    let timings = Timings {
-        unreachable_after: Duration::from_millis(2500),
-        dead_after: Duration::from_secs(6),
-        lease_duration: Duration::from_secs(4),
-        lease_renew_interval: Duration::from_secs(1),
-        lease_renew_deadline: Duration::from_secs(3),
-        health_interval: Duration::from_secs(1),
-        biz_interval: Duration::from_millis(1500),
-        retry_interval: Duration::from_millis(200),
-        retry_max: Duration::from_secs(6),
-        baseline_wait: Duration::from_secs(3),
-    };
+    let timings = fast_timings();
     let world = World::start(settings(broker.port, timings)).await;
     let mut config = mqtt_config(broker.port);
     config.heartbeat_interval = Duration::from_secs(1);
@@ -94,10 +81,12 @@ async fn steady_state_writes_only_lease_renewals() {
         .get(&("update".into(), "leases.coordination.k8s.io".into()))
         .copied()
         .unwrap_or(0);
-    // One renewal per base per second, give or take one at each end of the window.
+    // One renewal per base per second, give or take one at each end of the window; never
+    // more (a write beyond the renewals is what this test is about), fewer only when a
+    // loaded machine delays them.
     let expected = BASES as u64 * window.as_secs();
     assert!(
-        renewals >= expected - 2 * BASES as u64 && renewals <= expected + 2 * BASES as u64,
+        renewals >= expected / 2 && renewals <= expected + 2 * BASES as u64,
         "{renewals} Lease renewals, expected about {expected}"
     );
     let others: Vec<_> = writes
@@ -107,6 +96,89 @@ async fn steady_state_writes_only_lease_renewals() {
     assert!(
         others.is_empty(),
         "writes other than Lease renewals: {others:?}"
+    );
+    fleet.shutdown().await;
+    world.stop().await;
+}
+
+/// Bases on the HTTP tunnel become Ready Nodes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_bases_become_ready_nodes() {
+    let world = World::start(http_settings(fast_timings())).await;
+    let mut config = Config::new(
+        ENV,
+        Tunnel::Http {
+            controller: world.http.unwrap(),
+        },
+    );
+    config.heartbeat_interval = Duration::from_secs(1);
+    let fleet = Fleet::start(config, 10).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            world.ready_nodes().await == 10
+        })
+        .await,
+        "only {} of 10 Nodes Ready",
+        world.ready_nodes().await
+    );
+    fleet.shutdown().await;
+    world.stop().await;
+}
+
+/// Partition, restart and stop do to the controller what they do with real bases: a cut
+/// base's Node turns Unknown and back to Ready when healed, a restarted base asks for its
+/// baseline again, a stopped base's Node is deleted once it counts as dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_restart_and_stop() {
+    let broker = Broker::start().await;
+    let world = World::start(settings(broker.port, fast_timings())).await;
+    let mut config = mqtt_config(broker.port);
+    config.heartbeat_interval = Duration::from_secs(1);
+    let mut fleet = Fleet::start(config.clone(), 3).await.unwrap();
+    let t = Duration::from_secs(30);
+    assert!(eventually(t, || async { world.ready_nodes().await == 3 }).await);
+
+    let cut = config.node_name(0);
+    fleet.partition(0, true);
+    assert!(
+        eventually(t, || async {
+            world.ready(&cut).await.as_deref() == Some("Unknown")
+        })
+        .await,
+        "a partitioned base's Node turns Unknown"
+    );
+    fleet.partition(0, false);
+    assert!(
+        eventually(t, || async {
+            world.ready(&cut).await.as_deref() == Some("True")
+        })
+        .await,
+        "a healed base's Node is Ready again"
+    );
+
+    fleet.restart(1).await.unwrap();
+    assert!(
+        eventually(t, || async {
+            fleet
+                .stats()
+                .baseline_queries
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 4
+        })
+        .await,
+        "a restarted base asks for its baseline again"
+    );
+
+    fleet.stop(2).await;
+    assert!(!fleet.running(2));
+    let gone = config.node_name(2);
+    assert!(
+        eventually(t, || async { world.ready(&gone).await.is_none() }).await,
+        "a stopped base's Node is deleted"
+    );
+    assert_eq!(
+        world.ready(&config.node_name(1)).await.as_deref(),
+        Some("True")
     );
     fleet.shutdown().await;
     world.stop().await;

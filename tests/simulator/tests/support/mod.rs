@@ -95,6 +95,34 @@ impl Drop for Broker {
     }
 }
 
+/// Upstream's cadence, faster: heartbeat and health every second, Lease renewed every
+/// second, unreachable after 2.5 s and dead after 6 s.
+pub fn fast_timings() -> Timings {
+    Timings {
+        unreachable_after: Duration::from_millis(2500),
+        dead_after: Duration::from_secs(6),
+        lease_duration: Duration::from_secs(4),
+        lease_renew_interval: Duration::from_secs(1),
+        lease_renew_deadline: Duration::from_secs(3),
+        health_interval: Duration::from_secs(1),
+        biz_interval: Duration::from_millis(1500),
+        retry_interval: Duration::from_millis(200),
+        retry_max: Duration::from_secs(6),
+        baseline_wait: Duration::from_secs(3),
+    }
+}
+
+/// Controller settings with the HTTP tunnel only (no broker), with `timings`.
+pub fn http_settings(timings: Timings) -> Settings {
+    let mut s = settings(0, timings);
+    s.mqtt = None;
+    s.http = Some(koupleless_controller::config::HttpTunnelSettings {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..Default::default()
+    });
+    s
+}
+
 /// Controller settings for the fleet's env on `broker_port`, with `timings`.
 pub fn settings(broker_port: u16, timings: Timings) -> Settings {
     let mut s = Settings::new(ENV.parse().unwrap(), "sim-controller");
@@ -120,6 +148,8 @@ pub fn settings(broker_port: u16, timings: Timings) -> Settings {
 
 /// The API server and the controller, in this process.
 pub struct World {
+    /// The controller's HTTP tunnel, when `settings.http` asked for one.
+    pub http: Option<std::net::SocketAddr>,
     pub server: ApiServerHandle,
     pub client: kube::Client,
     cancel: CancellationToken,
@@ -132,8 +162,13 @@ impl World {
         let (client, server) = koupleless_kube_apiserver::start().await.unwrap();
         let cancel = CancellationToken::new();
         let (c, token) = (client.clone(), cancel.clone());
+        let http_listener = match settings.http {
+            Some(_) => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            None => None,
+        };
+        let http = http_listener.as_ref().map(|l| l.local_addr().unwrap());
         let listeners = Listeners {
-            http_tunnel: None,
+            http_tunnel: http_listener,
             probes: None,
             metrics: None,
             kubelet: None,
@@ -144,6 +179,7 @@ impl World {
                 .unwrap();
         });
         World {
+            http,
             server,
             client,
             cancel,
@@ -170,6 +206,17 @@ impl World {
 
     pub fn requests(&self) -> Counts {
         self.server.requests().snapshot()
+    }
+
+    /// The Ready condition's status of Node `name`, if the Node exists.
+    pub async fn ready(&self, name: &str) -> Option<String> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let node = nodes.get_opt(name).await.ok()??;
+        node.status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.status)
     }
 
     pub async fn stop(self) {
