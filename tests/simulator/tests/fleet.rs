@@ -183,3 +183,68 @@ async fn partition_restart_and_stop() {
     fleet.shutdown().await;
     world.stop().await;
 }
+
+/// A module Pod bound to a simulated base is installed there after the install delay and
+/// turns Running and Ready from the base's `bizOperation` and `simpleBiz` replies; deleting
+/// it uninstalls the module.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_pod_installs_and_uninstalls_on_a_simulated_base() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::Api;
+    use kube::api::{DeleteParams, PostParams};
+
+    let broker = Broker::start().await;
+    let world = World::start(settings(broker.port, fast_timings())).await;
+    let mut config = mqtt_config(broker.port);
+    config.heartbeat_interval = Duration::from_secs(1);
+    config.install_delay = Duration::from_millis(200);
+    let fleet = Fleet::start(config.clone(), 2).await.unwrap();
+    let t = Duration::from_secs(30);
+    assert!(eventually(t, || async { world.ready_nodes().await == 2 }).await);
+
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "biz1", "namespace": "default",
+            "labels": {"virtual-kubelet.koupleless.io/component": "module"}},
+        "spec": {"nodeName": config.node_name(1), "containers": [{"name": "biz1",
+                "image": "https://repo.example/biz1-0.0.1-ark-biz.jar",
+                "env": [{"name": "BIZ_VERSION", "value": "0.0.1"}]}],
+            "tolerations": [
+                {"key": "schedule.koupleless.io/virtual-node", "operator": "Equal", "value": "True", "effect": "NoExecute"},
+                {"key": "schedule.koupleless.io/node-env", "operator": "Equal", "value": ENV, "effect": "NoExecute"}]},
+    }))
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(world.client.clone(), "default");
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let running = || async {
+        pods.get_opt("biz1").await.ok().flatten().is_some_and(|p| {
+            let st = p.status.unwrap_or_default();
+            st.phase.as_deref() == Some("Running")
+                && st
+                    .conditions
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+    };
+    assert!(
+        eventually(t, running).await,
+        "the module Pod is Running and Ready"
+    );
+    assert_eq!(
+        fleet.modules(1),
+        [(
+            "biz1:0.0.1".to_owned(),
+            koupleless_protocol::BizState::Activated
+        )]
+    );
+    assert!(fleet.modules(0).is_empty());
+
+    pods.delete("biz1", &DeleteParams::default()).await.unwrap();
+    assert!(
+        eventually(t, || async { fleet.modules(1).is_empty() }).await,
+        "deleting the Pod uninstalls the module"
+    );
+    fleet.shutdown().await;
+    world.stop().await;
+}
