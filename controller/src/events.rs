@@ -11,8 +11,11 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 use std::sync::Arc;
 
-/// Events queued beyond this are dropped (and logged).
-const QUEUE: usize = 256;
+/// Events queued beyond this are dropped (and logged), as client-go's event broadcaster drops
+/// beyond its 1,000: Events are best effort and must never hold up the controller, but a
+/// fleet registering at once (two Events per base, behind the API client's rate limit) must
+/// not lose them at the first few hundred bases.
+const QUEUE: usize = 1000;
 
 /// One Node event.
 #[derive(Clone, Debug, PartialEq, Eq)]
