@@ -408,16 +408,28 @@ async fn file_only_sidecar_follows_the_base_through_kill_restart_and_shutdown() 
         "{:?}",
         h.problem
     );
-    let h = sampler(Some(format!("^Fixture {other_token}$"))).sample_now();
+    // The file may still be initialising right after the JVM says READY: sample until its
+    // figures are readable (a slow machine took more than one sample).
+    let chosen = sampler(Some(format!("^Fixture {other_token}$")));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut h = chosen.sample_now();
+    while h.jvm.is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        h = chosen.sample_now();
+    }
     assert_eq!(h.found_by, Some(FoundBy::FileOnly));
     assert!(h.pid.is_none());
-    let choice = h.choice.unwrap_or_default();
+    let choice = h.choice.clone().unwrap_or_default();
     assert!(
         choice.contains(&format!("hsperfdata_root/{other_pid}")) && choice.contains(&other_token),
         "{choice}"
     );
+    let jvm = h
+        .jvm
+        .clone()
+        .unwrap_or_else(|| panic!("figures of the chosen JVM: {h:?}"));
     assert!(
-        (h.jvm.unwrap().max_memory_mib.unwrap() - 96.0).abs() < 8.0,
+        (jvm.max_memory_mib.unwrap() - 96.0).abs() < 8.0,
         "the 96 MiB JVM"
     );
     // Stopped (its lock still held, its clock counter frozen): unhealthy within the hang
