@@ -413,7 +413,10 @@ async fn file_only_sidecar_follows_the_base_through_kill_restart_and_shutdown() 
     let chosen = sampler(Some(format!("^Fixture {other_token}$")));
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let mut h = chosen.sample_now();
-    while h.jvm.is_none() && std::time::Instant::now() < deadline {
+    let complete = |h: &koupleless_agent::health::BaseHealth| {
+        h.jvm.as_ref().is_some_and(|j| j.max_memory_mib.is_some())
+    };
+    while !complete(&h) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
         h = chosen.sample_now();
     }
