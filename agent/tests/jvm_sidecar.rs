@@ -431,10 +431,10 @@ async fn file_only_sidecar_follows_the_base_through_kill_restart_and_shutdown() 
         .jvm
         .clone()
         .unwrap_or_else(|| panic!("figures of the chosen JVM: {h:?}"));
-    assert!(
-        (jvm.max_memory_mib.unwrap() - 96.0).abs() < 8.0,
-        "the 96 MiB JVM"
-    );
+    let max = jvm
+        .max_memory_mib
+        .unwrap_or_else(|| panic!("the chosen JVM's heap limit: {h:?}"));
+    assert!((max - 96.0).abs() < 8.0, "the 96 MiB JVM: {h:?}");
     // Stopped (its lock still held, its clock counter frozen): unhealthy within the hang
     // threshold, healthy again when it resumes.
     let hang = HealthSampler::new(HealthConfig {

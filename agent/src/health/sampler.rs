@@ -311,13 +311,15 @@ impl Inner {
                 // Our own /tmp seen through /proc/<pid>/root: use the direct path so that
                 // stale-socket clean-up stays possible after the JVM is gone.
                 if discovery::same_file(&jvm.tmp_dir, &self.cfg.tmp_dir) {
-                    jvm.tmp_dir = self.cfg.tmp_dir.clone();
+                    // The perf file lies under the JVM's /tmp as it was seen; re-root it on
+                    // ours. (Stripping a literal "/tmp" would mangle a tmp dir that itself
+                    // lives under /tmp, as a file-only JVM's shared directory may.)
+                    let seen = std::mem::replace(&mut jvm.tmp_dir, self.cfg.tmp_dir.clone());
                     if let Some(p) = jvm.perf_path.take() {
-                        jvm.perf_path = Some(
-                            self.cfg
-                                .tmp_dir
-                                .join(p.strip_prefix(jvm.root.join("tmp")).unwrap_or(&p)),
-                        );
+                        jvm.perf_path = Some(match p.strip_prefix(&seen) {
+                            Ok(rel) => self.cfg.tmp_dir.join(rel),
+                            Err(_) => p,
+                        });
                     }
                 }
                 let why = match (&probe.last_warning, pattern, self.cfg.pid) {
