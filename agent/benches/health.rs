@@ -65,7 +65,8 @@ fn main() {
     {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("SKIPPED: no java ({e})");
+            // Fails under KOUPLELESS_REQUIRE_TOOLS=1 (scripts/test), skips loudly otherwise.
+            koupleless_testkit::skip_or_fail("health benchmark", &format!("no java ({e})"));
             return;
         }
     };

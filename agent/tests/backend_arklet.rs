@@ -407,3 +407,70 @@ async fn unreachable_inner_arklet_is_a_network_error() {
     assert!(agent.list().await.is_empty());
     agent.shutdown().await;
 }
+
+/// Modules inside the base JVM share its output: with `--base-log-file` the agent serves the
+/// base's log for them and says so; without it, a clear 404 names the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_logs_of_an_in_jvm_backend_are_the_base_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let jars = tmp.path().join("jars");
+    std::fs::create_dir_all(&jars).unwrap();
+    let base_log = tmp.path().join("base.log");
+    std::fs::write(&base_log, "base line 1\nbase line 2\nbase line 3\n").unwrap();
+    let mut base = inner(&tmp.path().join("inner")).await;
+    let log_arg = base_log.display().to_string();
+    let mut with_log = outer(
+        &tmp.path().join("outer"),
+        &base.url,
+        &["--base-log-file", &log_arg],
+    )
+    .await;
+    let a1 = jar(&jars, "biz-a", "1.0.0", &[Behaviour::StayUp]);
+    let v = with_log
+        .call("installBiz", install_body("biz-a", "1.0.0", &a1))
+        .await;
+    assert_eq!(v["code"], "SUCCESS", "{v}");
+
+    let resp = with_log
+        .client
+        .get(format!("{}/logs/biz-a/1.0.0?tailLines=2", with_log.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-koupleless-log-source"], "base");
+    assert_eq!(resp.text().await.unwrap(), "base line 2\nbase line 3\n");
+
+    // The same agent without the setting: no log to serve, and it says which setting.
+    with_log.shutdown().await;
+    let mut without = outer(&tmp.path().join("outer2"), &base.url, &[]).await;
+    let v = without
+        .call("installBiz", install_body("biz-a", "1.0.0", &a1))
+        .await;
+    assert!(
+        matches!(v["code"].as_str(), Some("SUCCESS" | "FAILED")),
+        "{v}"
+    );
+    let listed = without.list().await;
+    assert!(
+        listed.iter().any(|(n, _, _)| n == "biz-a"),
+        "the module is known to the agent: {listed:?}"
+    );
+    let resp = without
+        .client
+        .get(format!("{}/logs/biz-a/1.0.0", without.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("--base-log-file"),
+        "{body}"
+    );
+    without.shutdown().await;
+    base.shutdown().await;
+}
