@@ -7,7 +7,6 @@ mod common;
 use koupleless_testkit::eventually;
 use std::time::Duration;
 
-use clap::Parser;
 use common::{node_ready as ready, start_base};
 use k8s_openapi::api::core::v1::Node;
 use koupleless_controller::config::{MqttSettings, NodeSettings};
@@ -76,12 +75,7 @@ async fn base_becomes_a_node_with_metaspace_memory_and_leaves_on_shutdown() {
     let pid = base.0.id().to_string();
     let port = broker.port().to_string();
     let work = tmp.path().join("agent");
-    let agent = koupleless_agent::app::start(koupleless_agent::config::Config::parse_from([
-        "koupleless-agent",
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
+    let agent = common::start_agent(&[
         "--work-dir",
         work.to_str().unwrap(),
         "--base-identity",
@@ -98,9 +92,8 @@ async fn base_becomes_a_node_with_metaspace_memory_and_leaves_on_shutdown() {
         "1s",
         "--runtime-env",
         "DEV",
-    ]))
-    .await
-    .expect("agent starts");
+    ])
+    .await;
 
     let nodes: Api<Node> = Api::all(client.clone());
     let name = "vnode.base-e2e.dev";

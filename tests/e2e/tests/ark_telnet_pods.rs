@@ -8,7 +8,6 @@ mod common;
 
 use std::time::Duration;
 
-use clap::Parser;
 use common::{fast_settings, module_pod, mqtt, running_ready, start_base};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use koupleless_controller::Listeners;
@@ -52,12 +51,7 @@ async fn module_pod_runs_in_the_base_through_the_ark_telnet_backend() {
     let port = broker.port().to_string();
     let telnet = peer.addr().to_string();
     let work = tmp.path().join("agent");
-    let agent = koupleless_agent::app::start(koupleless_agent::config::Config::parse_from([
-        "koupleless-agent",
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
+    let agent = common::start_agent(&[
         "--work-dir",
         work.to_str().unwrap(),
         "--base-identity",
@@ -84,9 +78,8 @@ async fn module_pod_runs_in_the_base_through_the_ark_telnet_backend() {
         "1s",
         "--runtime-env",
         "dev",
-    ]))
-    .await
-    .expect("agent starts");
+    ])
+    .await;
 
     let node = "vnode.base-telnet.dev";
     let nodes: Api<Node> = Api::all(client.clone());
@@ -188,12 +181,7 @@ async fn a_base_jvm_crash_keeps_the_node_and_reinstalls_its_modules() {
     let port = broker.port().to_string();
     let telnet = peer.addr().to_string();
     let work = tmp.path().join("agent");
-    let agent = koupleless_agent::app::start(koupleless_agent::config::Config::parse_from([
-        "koupleless-agent",
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
+    let agent = common::start_agent(&[
         "--work-dir",
         work.to_str().unwrap(),
         "--base-identity",
@@ -222,9 +210,8 @@ async fn a_base_jvm_crash_keeps_the_node_and_reinstalls_its_modules() {
         "1s",
         "--runtime-env",
         "dev",
-    ]))
-    .await
-    .expect("agent starts");
+    ])
+    .await;
 
     let node = "vnode.base-crash.dev";
     let nodes: Api<Node> = Api::all(client.clone());

@@ -17,7 +17,6 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use common::{
     Replica, TOKEN, fast_settings, http_settings, module_pod, mqtt, node_ready, running_ready,
     start_base,
@@ -151,12 +150,7 @@ async fn rolling_update_over_http_keeps_the_node_and_the_running_module() {
     let endpoint = format!("http://{}", service.addr());
     let pid = base.0.id().to_string();
     let work = tmp.path().join("agent");
-    let agent = koupleless_agent::app::start(koupleless_agent::config::Config::parse_from([
-        "koupleless-agent",
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
+    let agent = common::start_agent(&[
         "--local-ip",
         "127.0.0.1",
         "--api-token",
@@ -173,9 +167,8 @@ async fn rolling_update_over_http_keeps_the_node_and_the_running_module() {
         &endpoint,
         "--http-heartbeat-interval",
         "1s",
-    ]))
-    .await
-    .expect("agent starts");
+    ])
+    .await;
 
     let name = "vnode.base-http.dev";
     let nodes: Api<Node> = Api::all(client.clone());
@@ -258,12 +251,7 @@ async fn broker_outage_keeps_every_node_and_the_running_module() {
     let pid = base.0.id().to_string();
     let port = broker.port().to_string();
     let work = tmp.path().join("agent");
-    let agent = koupleless_agent::app::start(koupleless_agent::config::Config::parse_from([
-        "koupleless-agent",
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
+    let agent = common::start_agent(&[
         "--work-dir",
         work.to_str().unwrap(),
         "--base-identity",
@@ -280,9 +268,8 @@ async fn broker_outage_keeps_every_node_and_the_running_module() {
         "1s",
         "--runtime-env",
         "DEV",
-    ]))
-    .await
-    .expect("agent starts");
+    ])
+    .await;
 
     let name = "vnode.base-mqtt.dev";
     let nodes: Api<Node> = Api::all(client.clone());
@@ -339,12 +326,7 @@ async fn a_base_jvm_crash_keeps_the_node_not_ready_until_it_is_back() {
     let controller = Replica::start(&client, settings).await;
     let port = broker.port().to_string();
     let work = tmp.path().join("agent");
-    let agent = koupleless_agent::app::start(koupleless_agent::config::Config::parse_from([
-        "koupleless-agent",
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
+    let agent = common::start_agent(&[
         "--work-dir",
         work.to_str().unwrap(),
         "--base-identity",
@@ -359,9 +341,8 @@ async fn a_base_jvm_crash_keeps_the_node_not_ready_until_it_is_back() {
         "1s",
         "--runtime-env",
         "DEV",
-    ]))
-    .await
-    .expect("agent starts");
+    ])
+    .await;
 
     let name = "vnode.base-crash.dev";
     let nodes: Api<Node> = Api::all(client.clone());

@@ -12,7 +12,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use clap::Parser;
 use common::{Replica, TOKEN, http_settings, node_ready, running_ready, start_base};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use koupleless_testkit::{Behaviour, BizJar, eventually, file_url, java_available};
@@ -110,12 +109,7 @@ async fn kubectl_logs_shows_each_modules_own_output() {
     let pid = base.0.id().to_string();
     let work = tmp.path().join("agent");
     let endpoint = format!("http://{}", controller.http.unwrap());
-    let agent = koupleless_agent::app::start(koupleless_agent::config::Config::parse_from([
-        "koupleless-agent",
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
+    let agent = common::start_agent(&[
         "--local-ip",
         "127.0.0.1",
         "--api-token",
@@ -130,9 +124,8 @@ async fn kubectl_logs_shows_each_modules_own_output() {
         &endpoint,
         "--http-heartbeat-interval",
         "1s",
-    ]))
-    .await
-    .expect("agent starts");
+    ])
+    .await;
 
     let nodes: Api<Node> = Api::all(client.clone());
     assert!(

@@ -8,7 +8,6 @@ mod common;
 
 use std::time::Duration;
 
-use clap::Parser;
 use common::{module_pod, running_ready, start_base};
 use k8s_openapi::api::core::v1::Pod;
 use koupleless_controller::config::{MqttSettings, NodeSettings};
@@ -101,12 +100,7 @@ async fn module_pod_runs_a_module_jvm_and_deleting_it_stops_the_jvm() {
     let pid = base.0.id().to_string();
     let port = broker.port().to_string();
     let work = tmp.path().join("agent");
-    let agent = koupleless_agent::app::start(koupleless_agent::config::Config::parse_from([
-        "koupleless-agent",
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
+    let agent = common::start_agent(&[
         "--work-dir",
         work.to_str().unwrap(),
         "--base-identity",
@@ -123,9 +117,8 @@ async fn module_pod_runs_a_module_jvm_and_deleting_it_stops_the_jvm() {
         "1s",
         "--runtime-env",
         "DEV",
-    ]))
-    .await
-    .expect("agent starts");
+    ])
+    .await;
 
     let node = "vnode.base-pods.dev";
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");

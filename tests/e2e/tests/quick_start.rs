@@ -26,7 +26,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use clap::Parser;
 use common::{fast_settings, mqtt, node_ready, running_ready};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -139,12 +138,7 @@ async fn start_base(dir: &Path, identity: &str, broker_port: u16) -> Base {
     let port = broker_port.to_string();
     let telnet = peer.addr().to_string();
     let work = dir.join("agent");
-    let agent = koupleless_agent::app::start(koupleless_agent::config::Config::parse_from([
-        "koupleless-agent",
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
+    let agent = common::start_agent(&[
         "--work-dir",
         work.to_str().unwrap(),
         "--base-identity",
@@ -175,9 +169,8 @@ async fn start_base(dir: &Path, identity: &str, broker_port: u16) -> Base {
         "1s",
         "--runtime-env",
         "dev",
-    ]))
-    .await
-    .expect("agent starts");
+    ])
+    .await;
     Base {
         agent,
         peer,

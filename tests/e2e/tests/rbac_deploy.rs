@@ -12,7 +12,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
 use common::{fast_settings, module_pod, mqtt, running_ready, start_base};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -111,12 +110,7 @@ async fn controller_runs_with_exactly_the_deploy_rbac() {
     let port = broker.port().to_string();
     let telnet = peer.addr().to_string();
     let work = tmp.path().join("agent");
-    let agent = koupleless_agent::app::start(koupleless_agent::config::Config::parse_from([
-        "koupleless-agent",
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
+    let agent = common::start_agent(&[
         "--work-dir",
         work.to_str().unwrap(),
         "--base-identity",
@@ -143,9 +137,8 @@ async fn controller_runs_with_exactly_the_deploy_rbac() {
         "1s",
         "--runtime-env",
         "dev",
-    ]))
-    .await
-    .expect("agent starts");
+    ])
+    .await;
 
     // The vnode and its Lease, written by the controller under its RBAC.
     let node = "vnode.base-rbac.dev";

@@ -195,3 +195,14 @@ pub fn http_settings(client_id: &str) -> Settings {
     });
     s
 }
+
+/// Starts our agent in-process on a free loopback port (`--port 0 --bind 127.0.0.1`) with
+/// `args` after those.
+pub async fn start_agent(args: &[&str]) -> koupleless_agent::app::Agent {
+    use clap::Parser;
+    let mut argv = vec!["koupleless-agent", "--port", "0", "--bind", "127.0.0.1"];
+    argv.extend_from_slice(args);
+    koupleless_agent::app::start(koupleless_agent::config::Config::parse_from(argv))
+        .await
+        .expect("agent starts")
+}
