@@ -226,6 +226,48 @@ async fn container_logs_of_a_module_pod() {
         let resp = client.get(w.url(path)).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), want, "{path}");
     }
+    // The base's agent is down: 502 naming the address, nothing hangs.
+    let dead_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let nodes: Api<Node> = Api::all(kube.client.clone());
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "vnode.dead.suite",
+            "labels": {"base.koupleless.io/tunnel-port": dead_port.to_string()}},
+    }))
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(kube.client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "orphaned", "namespace": "default",
+            "labels": {"virtual-kubelet.koupleless.io/component": "module"}},
+        "spec": {"nodeName": "vnode.dead.suite", "containers": [
+            {"name": "biz1", "image": "https://r/biz1.jar"}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let status = json!({"status": {"hostIP": "127.0.0.1", "containerStatuses": [{
+        "name": "biz1", "image": "https://r/biz1.jar", "imageID": "https://r/biz1.jar",
+        "ready": true, "restartCount": 0,
+        "containerID": "koupleless://vnode.dead.suite/biz1:1.0.0"}]}});
+    pods.patch_status("orphaned", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    let resp = trusted
+        .get(w.url("/containerLogs/default/orphaned/biz1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains(&format!("127.0.0.1:{dead_port}")),
+        "names the agent's address: {text}"
+    );
+
     // Without RBAC this test server authenticates no token: 401.
     let resp = https(None)
         .get(w.url("/containerLogs/default/two/biz1"))
